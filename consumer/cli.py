@@ -1,0 +1,79 @@
+"""The ``asset-sync`` command line (SPEC section 2).
+
+Each subcommand lives in the module that does its work; this module only parses arguments and
+turns the errors a person can cause into one clear line and an exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from consumer import __version__
+from consumer.errors import UsageError
+
+EXIT_USAGE = 2
+
+
+def _not_yet(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(_: argparse.Namespace) -> int:
+        print(f"asset-sync {name}: not yet implemented", file=sys.stderr)
+        return EXIT_USAGE
+
+    return run
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from consumer.validate_files import validate_files
+
+    return validate_files(args.files, sys.stdout)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asset-sync",
+        description="Sync asset-change events from Kafka to vendor asset APIs.",
+    )
+    parser.add_argument("--version", action="version", version=f"asset-sync {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the service: consume, validate, dispatch, dead-letter")
+    run.add_argument("--config", type=Path, required=True)
+    run.set_defaults(func=_not_yet("run"))
+
+    validate = sub.add_parser("validate", help="validate events (one JSON event or JSON Lines)")
+    validate.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    validate.set_defaults(func=_validate)
+
+    dispatch = sub.add_parser("dispatch", help="deliver events straight to the vendors")
+    dispatch.add_argument("--config", type=Path, required=True)
+    dispatch.add_argument("files", type=Path, nargs="+", metavar="EVENT_FILE")
+    dispatch.set_defaults(func=_not_yet("dispatch"))
+
+    replay = sub.add_parser("replay", help="republish dead-letter records to the source topic")
+    replay.add_argument("--config", type=Path, required=True)
+    replay.add_argument("--reason")
+    replay.add_argument("--vendor")
+    replay.add_argument("--since")
+    replay.add_argument("--limit", type=int)
+    replay.add_argument("--dry-run", action="store_true")
+    replay.set_defaults(func=_not_yet("replay"))
+
+    demo = sub.add_parser("demo", help="the whole system on one machine")
+    demo.add_argument("--keep-running", action="store_true")
+    demo.set_defaults(func=_not_yet("demo"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except UsageError as exc:
+        print(f"asset-sync {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,257 @@
+"""From a Kafka record to a validated event, in either CloudEvents Kafka binding mode.
+
+``parse_record`` never raises for bad input: it returns an ``Event`` or a ``Rejection`` whose
+kind maps onto a ``dlq.reason``. Anything an upstream producer can put in a record (invalid
+UTF-8, NaN, 10k-deep nesting, huge numbers, odd headers) ends up as a ``Rejection``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from jsonschema import ValidationError
+from jsonschema.exceptions import best_match
+
+from consumer.reasons import Reason
+from consumer.schemas import SchemaSet, default_schemas
+
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+MAX_ERROR_MESSAGE = 300
+MAX_ERRORS = 20
+
+Headers = Sequence[tuple[str, bytes | None]]
+
+
+class ErrorKind(StrEnum):
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    UNSUPPORTED_CONTENT_TYPE = "unsupported_content_type"
+    INVALID_HEADER = "invalid_header"
+    UNKNOWN_TYPE = "unknown_type"
+    UNKNOWN_VENDOR = "unknown_vendor"
+    SCHEMA = "schema"
+
+    @property
+    def reason(self) -> Reason:
+        if self in (ErrorKind.INVALID_UTF8, ErrorKind.INVALID_JSON):
+            return Reason.INVALID_JSON
+        if self is ErrorKind.UNKNOWN_VENDOR:
+            return Reason.UNKNOWN_VENDOR
+        return Reason.INVALID_EVENT
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One problem, located by its JSON pointer into the (structured) event."""
+
+    pointer: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.pointer or '/'}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    kind: ErrorKind
+    errors: tuple[FieldError, ...]
+
+    @property
+    def reason(self) -> Reason:
+        return self.kind.reason
+
+    def message(self, limit: int = 4096) -> str:
+        """One line for ``dlq.error`` and logs, at most ``limit`` bytes of UTF-8."""
+        text = "; ".join(str(e) for e in self.errors).replace("\n", " ")
+        encoded = text.encode("utf-8")
+        if len(encoded) <= limit:
+            return text
+        return encoded[: limit - 3].decode("utf-8", errors="ignore") + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A valid asset-change event. ``data`` has passed its vendor's schema."""
+
+    id: str
+    source: str
+    vendor: str
+    connection: str
+    data: dict[str, Any]
+    time: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def asset_id(self) -> str:
+        return str(self.data["asset_id"])
+
+    @property
+    def asset_key(self) -> tuple[str, str, str]:
+        """Updates with the same key are delivered in offset order."""
+        return (self.vendor, self.connection, self.asset_id)
+
+
+def _reject(kind: ErrorKind, pointer: str, message: str) -> Rejection:
+    return Rejection(kind, (FieldError(pointer, message),))
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _loads(value: bytes) -> Any | Rejection:
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _reject(ErrorKind.INVALID_UTF8, "", f"not UTF-8 (byte {exc.start})")
+    try:
+        return json.loads(text, parse_constant=_no_constants)
+    except RecursionError:
+        return _reject(ErrorKind.INVALID_JSON, "", "JSON nested too deeply")
+    except ValueError as exc:  # JSONDecodeError, NaN, integers beyond the digit limit
+        return _reject(ErrorKind.INVALID_JSON, "", f"not valid JSON: {_clip(str(exc))}")
+
+
+def _header_map(headers: Headers | None) -> dict[str, bytes | None]:
+    return {str(k).lower(): v for k, v in (headers or ())}
+
+
+def _binary_envelope(headers: dict[str, bytes | None]) -> dict[str, Any] | Rejection:
+    """Binary mode: attributes from ``ce_*`` headers (``content-type`` is datacontenttype)."""
+    envelope: dict[str, Any] = {}
+    for name, raw in headers.items():
+        attr = (
+            "datacontenttype"
+            if name == "content-type"
+            else name[3:]
+            if name.startswith("ce_")
+            else None
+        )
+        if attr is None:
+            continue
+        if not isinstance(raw, bytes):
+            return _reject(ErrorKind.INVALID_HEADER, f"/{attr}", f"header {name} has no value")
+        try:
+            envelope[attr] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return _reject(ErrorKind.INVALID_HEADER, f"/{attr}", f"header {name} is not UTF-8")
+    return envelope
+
+
+def parse_record(
+    value: bytes | None, headers: Headers | None = None, schemas: SchemaSet | None = None
+) -> Event | Rejection:
+    """Turn a record's value and headers into an ``Event`` or a ``Rejection``."""
+    schemas = schemas or default_schemas()
+    header_map = _header_map(headers)
+    if value is None:
+        return _reject(ErrorKind.INVALID_JSON, "", "the record has no value")
+    body = _loads(value)
+    if isinstance(body, Rejection):
+        return body
+    if "ce_specversion" in header_map:
+        envelope = _binary_envelope(header_map)
+        if isinstance(envelope, Rejection):
+            return envelope
+        envelope["data"] = body
+        document: Any = envelope
+    else:
+        content_type = header_map.get("content-type")
+        if content_type is not None and not content_type.lower().startswith(
+            STRUCTURED_CONTENT_TYPE.encode()
+        ):
+            return _reject(
+                ErrorKind.UNSUPPORTED_CONTENT_TYPE,
+                "",
+                f"content-type {_clip(repr(content_type))} without ce_specversion "
+                f"header: neither structured nor binary CloudEvents mode",
+            )
+        document = body
+    return validate_document(document, schemas)
+
+
+def validate_document(document: Any, schemas: SchemaSet | None = None) -> Event | Rejection:
+    """Validate a structured-mode event already decoded from JSON."""
+    schemas = schemas or default_schemas()
+    if not isinstance(document, dict):
+        return _reject(
+            ErrorKind.NOT_AN_OBJECT, "", f"an event is a JSON object, not {type(document).__name__}"
+        )
+    kind = document.get("type")
+    if isinstance(kind, str) and kind != schemas.event_type:
+        return _reject(
+            ErrorKind.UNKNOWN_TYPE,
+            "/type",
+            f"unknown event type {_clip(repr(kind))}, expected {schemas.event_type!r}",
+        )
+    vendor = document.get("vendor")
+    if isinstance(vendor, str) and vendor not in schemas.vendors:
+        return _reject(
+            ErrorKind.UNKNOWN_VENDOR,
+            "/vendor",
+            f"unknown vendor {_clip(repr(vendor))}, one of {', '.join(schemas.vendors)}",
+        )
+    try:
+        valid = schemas.fast.is_valid(document)
+    except (ValueError, RecursionError) as exc:  # jsonschema_rs refuses what it cannot convert
+        return _reject(ErrorKind.SCHEMA, "", f"cannot be validated: {_clip(str(exc))}")
+    if not valid:
+        return Rejection(ErrorKind.SCHEMA, _field_errors(document, schemas))
+    return Event(
+        id=document["id"],
+        source=document["source"],
+        vendor=document["vendor"],
+        connection=document.get("connection", "default"),
+        data=document["data"],
+        time=document.get("time"),
+        attributes={k: v for k, v in document.items() if k != "data"},
+    )
+
+
+def _field_errors(document: dict[str, Any], schemas: SchemaSet) -> tuple[FieldError, ...]:
+    """Ask the reference validator why: one error per offending field, with its pointer."""
+    errors: dict[str, FieldError] = {}  # one message per field is enough
+    try:
+        for error in schemas.reference.iter_errors(document):
+            for field_error in _explain(error):
+                errors.setdefault(field_error.pointer, field_error)
+            if len(errors) >= MAX_ERRORS:
+                break
+    except RecursionError:
+        errors.setdefault("", FieldError("", "nested too deeply to explain"))
+    if not errors:  # the two validators disagree: keep the fast one's word
+        return (FieldError("", "does not match the event schema"),)
+    return tuple(sorted(errors.values(), key=lambda e: e.pointer))[:MAX_ERRORS]
+
+
+def _pointer(path: Iterable[Any]) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
+
+
+def _explain(error: ValidationError) -> list[FieldError]:
+    pointer = _pointer(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+        return [
+            FieldError(f"{pointer}/{_pointer([k])[1:]}", "is not accepted by this vendor")
+            for k in error.instance
+            if k not in known
+        ]
+    if error.validator == "not" and error.validator_value == {}:  # common.json#/$defs/read_only
+        return [FieldError(pointer, "is read-only: the vendor sets it, an event may not")]
+    if error.validator in ("anyOf", "oneOf") and error.context:
+        # "x is not valid under any of the given schemas" says nothing; for a nullable field
+        # the interesting branch is the non-null one.
+        branches = [e for e in error.context if e.validator_value != "null"] or error.context
+        return [FieldError(pointer, _clip(best_match(branches).message))]
+    return [FieldError(pointer, _clip(error.message))]
+
+
+def _clip(text: str, limit: int = MAX_ERROR_MESSAGE) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

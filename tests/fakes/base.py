@@ -1,0 +1,138 @@
+"""What every fake vendor shares: recording, scripted failures, and contract violations.
+
+A fake answers exactly as its seed page says when the request honours the contract; when it
+does not, it answers 400/401/404 like the vendor would *and* records a violation, so a test
+can assert ``fake.violations == []`` and catch a request the real vendor would refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the fake saw it."""
+
+    vendor: str
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+    at: float
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A scripted answer: status, headers and body (None: the vendor's normal success body)."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+    delay_s: float = 0.0
+    reset: bool = False  # drop the connection instead of answering
+
+
+class VendorFake:
+    """Base of the five fakes. Subclasses add routes and check their vendor's contract."""
+
+    name = ""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.violations: list[str] = []
+        self.script: deque[Reply] = deque()
+        self.always: Reply | None = None
+        self.latency_s = 0.0
+        self.tokens: set[str] = set()
+        self.token_requests = 0
+
+    # --- test controls -------------------------------------------------------------------
+    def fail_next(self, *replies: Reply) -> None:
+        """The next requests to the update endpoint get these answers, in order."""
+        self.script.extend(replies)
+
+    def revoke_tokens(self) -> None:
+        """Every access token issued so far stops working (as if it expired)."""
+        self.tokens.clear()
+
+    def updates(self) -> list[Received]:
+        """Requests that reached the update endpoint (token calls excluded)."""
+        return [r for r in self.received if not r.path.endswith(self.token_paths)]
+
+    token_paths: tuple[str, ...] = ()
+
+    def routes(self) -> list[web.RouteDef]:
+        raise NotImplementedError
+
+    # --- helpers for subclasses ----------------------------------------------------------
+    def issue_token(self) -> str:
+        token = "tok-" + secrets.token_hex(12)
+        self.tokens.add(token)
+        self.token_requests += 1
+        return token
+
+    def violation(self, message: str, status: int = 400) -> web.Response:
+        self.violations.append(message)
+        return web.json_response({"error": message}, status=status)
+
+    async def record(self, request: web.Request) -> Any:
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", errors="replace")
+        self.received.append(
+            Received(
+                vendor=self.name,
+                method=request.method,
+                path=request.path,
+                query=dict(request.query),
+                headers=dict(request.headers),
+                body=body,
+                at=time.monotonic(),
+            )
+        )
+        return body
+
+    def bearer(self, request: web.Request) -> str | None:
+        auth = request.headers.get("Authorization", "")
+        return auth[7:] if auth.startswith("Bearer ") else None
+
+    async def scripted(self, request: web.Request) -> web.StreamResponse | None:
+        """Apply latency and the next scripted reply; None means answer normally."""
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        reply = self.script.popleft() if self.script else self.always
+        if reply is None:
+            return None
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
+        if reply.reset:
+            assert request.transport is not None
+            request.transport.close()
+            raise asyncio.CancelledError
+        if reply.status == 200 and reply.body is None:
+            return None
+        return web.json_response(
+            reply.body if reply.body is not None else {"status": reply.status},
+            status=reply.status,
+            headers=reply.headers,
+        )
+
+    def json_body(self, body: Any, request: web.Request) -> web.Response | None:
+        """The contract every vendor shares: a JSON object body, declared as JSON."""
+        if request.content_type != "application/json":
+            return self.violation(f"Content-Type {request.content_type!r} is not JSON", 415)
+        if not isinstance(body, dict):
+            return self.violation("body is not a JSON object")
+        return None

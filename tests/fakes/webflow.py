@@ -1,0 +1,66 @@
+"""Webflow Data API v2: ``PATCH /v2/assets/{asset_id}``, Bearer, body displayName/localeId.
+
+Every answer carries ``X-RateLimit-Limit``/``X-RateLimit-Remaining``; with ``rate_per_s`` set,
+a token bucket answers 429 with ``Retry-After`` and ``{"code": "too_many_requests"}`` beyond it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+
+from aiohttp import web
+
+from tests.fakes.base import VendorFake
+
+OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
+
+
+class WebflowFake(VendorFake):
+    name = "webflow"
+
+    def __init__(self, token: str, rate_per_s: float | None = None, burst: int = 60) -> None:
+        super().__init__()
+        self.tokens.add(token)
+        self.rate_per_s, self.burst = rate_per_s, burst
+        self._bucket, self._last = float(burst), time.monotonic()
+        self.limited = 0
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.patch("/v2/assets/{asset_id}", self.update)]
+
+    def _take(self) -> tuple[bool, int]:
+        if self.rate_per_s is None:
+            return True, self.burst
+        now = time.monotonic()
+        self._bucket = min(self.burst, self._bucket + (now - self._last) * self.rate_per_s)
+        self._last = now
+        if self._bucket >= 1:
+            self._bucket -= 1
+            return True, int(self._bucket)
+        return False, 0
+
+    async def update(self, request: web.Request) -> web.StreamResponse:
+        body = await self.record(request)
+        if self.bearer(request) not in self.tokens:
+            return web.json_response({"code": "not_authorized"}, status=401)
+        if not OBJECT_ID.match(request.match_info["asset_id"]):
+            return self.violation("asset_id is not a 24-hex object id", 404)
+        if (bad := self.json_body(body, request)) is not None:
+            return bad
+        if extra := set(body) - {"displayName", "localeId"}:
+            return self.violation(f"fields not accepted: {sorted(extra)}")
+        allowed, remaining = self._take()
+        limits = {"X-RateLimit-Limit": str(self.burst), "X-RateLimit-Remaining": str(remaining)}
+        if not allowed:
+            self.limited += 1
+            wait = math.ceil(1 / self.rate_per_s) if self.rate_per_s else 60
+            return web.json_response(
+                {"code": "too_many_requests", "message": "Too many requests"},
+                status=429,
+                headers={**limits, "Retry-After": str(wait)},
+            )
+        if (scripted := await self.scripted(request)) is not None:
+            return scripted
+        return web.json_response({"id": request.match_info["asset_id"], **body}, headers=limits)
