@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from consumer import __version__
-from consumer.errors import UsageError
+from consumer.errors import ConfigError, UsageError
 
 EXIT_USAGE = 2
 
@@ -29,6 +29,13 @@ def _validate(args: argparse.Namespace) -> int:
     from consumer.validate_files import validate_files
 
     return validate_files(args.files, sys.stdout)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from consumer.config import load_config
+    from consumer.dispatch_files import dispatch_files
+
+    return dispatch_files(load_config(args.config), args.files, sys.stdout)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -50,7 +57,7 @@ def _build_parser() -> argparse.ArgumentParser:
     dispatch = sub.add_parser("dispatch", help="deliver events straight to the vendors")
     dispatch.add_argument("--config", type=Path, required=True)
     dispatch.add_argument("files", type=Path, nargs="+", metavar="EVENT_FILE")
-    dispatch.set_defaults(func=_not_yet("dispatch"))
+    dispatch.set_defaults(func=_dispatch)
 
     replay = sub.add_parser("replay", help="republish dead-letter records to the source topic")
     replay.add_argument("--config", type=Path, required=True)
@@ -72,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except UsageError as exc:
+    except (UsageError, ConfigError) as exc:
         print(f"asset-sync {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -93,6 +93,7 @@ class FakeVendors:
         asyncio.run_coroutine_threadsafe(cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        self._loop.close()
 
     def __enter__(self) -> FakeVendors:
         return self.start()
@@ -106,11 +107,7 @@ class FakeVendors:
     def reset(self) -> None:
         """Forget what was received and scripted, between tests sharing one server."""
         for fake in self.fakes.values():
-            fake.received.clear()
-            fake.violations.clear()
-            fake.script.clear()
-            fake.always = None
-            fake.latency_s = 0.0
+            fake.reset()
 
     def violations(self) -> list[str]:
         return [f"{name}: {v}" for name, fake in self.fakes.items() for v in fake.violations]

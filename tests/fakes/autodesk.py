@@ -35,11 +35,18 @@ class AutodeskFake(VendorFake):
 
     def __init__(self, token: str, client_id: str, client_secret: str, refresh_token: str) -> None:
         super().__init__()
+        self.static_tokens.add(token)
         self.tokens.add(token)
         self.client_id, self.client_secret = client_id, client_secret
-        self.refresh_token = refresh_token
+        self.refresh_token = self.configured_refresh_token = refresh_token
         self.bad_assets: set[str] = set()
         self.batch_sizes: list[int] = []
+
+    def reset(self) -> None:
+        super().reset()
+        self.bad_assets.clear()
+        self.batch_sizes.clear()
+        self.refresh_token = self.configured_refresh_token
 
     def routes(self) -> list[web.RouteDef]:
         return [

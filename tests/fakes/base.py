@@ -54,9 +54,20 @@ class VendorFake:
         self.always: Reply | None = None
         self.latency_s = 0.0
         self.tokens: set[str] = set()
+        self.static_tokens: set[str] = set()  # configured ones, valid again after reset()
         self.token_requests = 0
 
     # --- test controls -------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget what was received and scripted (tokens already issued stay valid)."""
+        self.received.clear()
+        self.violations.clear()
+        self.script.clear()
+        self.always = None
+        self.latency_s = 0.0
+        self.token_requests = 0
+        self.tokens |= self.static_tokens
+
     def fail_next(self, *replies: Reply) -> None:
         """The next requests to the update endpoint get these answers, in order."""
         self.script.extend(replies)

@@ -34,6 +34,7 @@ class LexfulFake(VendorFake):
     def __init__(self, account_id: str, token: str, key_id: str, key_secret: str) -> None:
         super().__init__()
         self.account_id, self.key_id, self.key_secret = account_id, key_id, key_secret
+        self.static_tokens.add(token)
         self.tokens.add(token)
 
     def routes(self) -> list[web.RouteDef]:

@@ -22,10 +22,15 @@ class WebflowFake(VendorFake):
 
     def __init__(self, token: str, rate_per_s: float | None = None, burst: int = 60) -> None:
         super().__init__()
+        self.static_tokens.add(token)
         self.tokens.add(token)
         self.rate_per_s, self.burst = rate_per_s, burst
         self._bucket, self._last = float(burst), time.monotonic()
         self.limited = 0
+
+    def reset(self) -> None:
+        super().reset()
+        self.rate_per_s, self.limited = None, 0
 
     def routes(self) -> list[web.RouteDef]:
         return [web.patch("/v2/assets/{asset_id}", self.update)]

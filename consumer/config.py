@@ -1,0 +1,348 @@
+"""Configuration (SPEC section 3): YAML, ``${ENV}`` substitution, ``ASSET_SYNC_*`` overrides.
+
+Everything wrong with a configuration is a ``ConfigError`` that names the key, raised at start.
+Secret values are wrapped in ``Secret`` as soon as they are read, so that no ``repr`` of a
+config object, exception or log line can show them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from consumer.errors import ConfigError
+
+ENV_PREFIX = "ASSET_SYNC_"
+SECRET_KEYS = frozenset(
+    {
+        "token",
+        "api_key_secret",
+        "client_secret",
+        "refresh_token",
+        "app_secret",
+        "sasl_plain_password",
+        "ssl_password",
+    }
+)
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class Secret:
+    """A credential. ``reveal()`` is the only way to read it; repr and str hide it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str = "localhost:9092"
+    topic: str = "asset-changes"
+    group_id: str = "asset-sync"
+    dead_letter_topic: str = "asset-changes.dlq"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: Secret | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: Secret | None = None
+    ssl_check_hostname: bool = True
+    max_poll_records: int = 500
+    session_timeout_ms: int = 45_000
+    max_poll_interval_ms: int = 300_000
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    max_attempts: int = 8
+    max_elapsed_s: float = 300.0
+    base_delay_s: float = 0.5
+    max_delay_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    port: int = 8000
+
+
+@dataclass(frozen=True)
+class DispatchConfig:
+    """How hard the service pushes: concurrency, timeouts, batching."""
+
+    max_in_flight: int = 512
+    max_in_flight_per_vendor: int = 256
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    batch_max: int = 100
+    batch_linger_s: float = 0.02
+    shutdown_grace_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One named set of credentials and a base URL for one vendor."""
+
+    vendor: str
+    name: str
+    base_url: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.settings.get(key, default)
+
+    def require(self, key: str) -> Any:
+        value = self.settings.get(key)
+        if value in (None, ""):
+            raise ConfigError(self.key(key), "is required")
+        return value
+
+    def secret(self, key: str) -> str:
+        value = self.require(key)
+        return value.reveal() if isinstance(value, Secret) else str(value)
+
+    def key(self, key: str) -> str:
+        return f"connections.{self.vendor}.{self.name}.{key}"
+
+
+@dataclass(frozen=True)
+class Config:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    connections: Mapping[str, Mapping[str, Connection]] = field(default_factory=dict)
+    log_level: str = "INFO"
+
+    def connection(self, vendor: str, name: str) -> Connection | None:
+        return self.connections.get(vendor, {}).get(name)
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, substitute, override and check a configuration file."""
+    environ = os.environ if environ is None else environ
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            str(path), f"cannot read: {exc.strerror or exc}", what="config file"
+        ) from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(str(path), f"is not valid YAML{where}", what="config file") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), "must be a mapping of sections", what="config file")
+    return parse_config(raw, environ)
+
+
+def parse_config(raw: dict[str, Any], environ: Mapping[str, str]) -> Config:
+    tree = _apply_overrides(raw, environ)
+    tree = _substitute(tree, environ, "")
+    known = {"kafka", "retry", "metrics", "dispatch", "connections", "log_level"}
+    for key in tree:
+        if key not in known:
+            raise ConfigError(str(key), f"unknown section (known: {', '.join(sorted(known))})")
+    log_level = str(tree.get("log_level", "INFO")).upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("log_level", "must be DEBUG, INFO, WARNING or ERROR")
+    config = Config(
+        kafka=_section(KafkaConfig, tree, "kafka"),
+        retry=_section(RetryConfig, tree, "retry"),
+        metrics=_section(MetricsConfig, tree, "metrics"),
+        dispatch=_section(DispatchConfig, tree, "dispatch"),
+        connections=_connections(tree.get("connections") or {}),
+        log_level=log_level,
+    )
+    _check_ranges(config)
+    return config
+
+
+def _apply_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """``ASSET_SYNC_KAFKA__BOOTSTRAP_SERVERS=x`` sets ``kafka.bootstrap_servers``."""
+    tree: dict[str, Any] = _deep_copy(raw)
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        node = tree
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[path[-1]] = value
+    return tree
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def _substitute(value: Any, environ: Mapping[str, str], key: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(v, environ, f"{key}.{k}" if key else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, environ, f"{key}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in environ:
+            raise ConfigError(key, f"environment variable {name} is not set")
+        return environ[name]
+
+    resolved = _ENV_REF.sub(replace, value)
+    return Secret(resolved) if key.rsplit(".", 1)[-1] in SECRET_KEYS else resolved
+
+
+def _section(cls: Any, tree: dict[str, Any], name: str) -> Any:
+    raw = tree.get(name) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(name, "must be a mapping")
+    kinds = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in kinds:
+            raise ConfigError(f"{name}.{key}", f"unknown key (known: {', '.join(kinds)})")
+        values[key] = _coerce(f"{name}.{key}", kinds[key].type, value)
+    return cls(**values)
+
+
+def _coerce(key: str, kind: Any, value: Any) -> Any:
+    kind = str(kind)
+    if (value is None and "None" in kind) or isinstance(value, Secret):
+        return value
+    for prefix, convert in (("int", _to_int), ("float", _to_float), ("bool", _to_bool)):
+        if kind.startswith(prefix):
+            try:
+                return convert(value)
+            except (TypeError, ValueError, KeyError):
+                raise ConfigError(key, f"must be {prefix}, got {value!r}") from None
+    if isinstance(value, (dict, list)):
+        raise ConfigError(key, "must be a single value")
+    return str(value)
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError
+    return int(value)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError
+    return float(value)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    return words[str(value).lower()]
+
+
+def _connections(raw: Any) -> dict[str, dict[str, Connection]]:
+    from consumer.vendors import VENDORS
+
+    if not isinstance(raw, dict):
+        raise ConfigError("connections", "must map vendor -> connection name -> settings")
+    result: dict[str, dict[str, Connection]] = {}
+    for vendor, named in raw.items():
+        if vendor not in VENDORS:
+            raise ConfigError(
+                f"connections.{vendor}", f"unknown vendor (known: {', '.join(VENDORS)})"
+            )
+        if not isinstance(named, dict) or not named:
+            raise ConfigError(f"connections.{vendor}", "must map connection names to settings")
+        result[vendor] = {}
+        for name, settings in named.items():
+            key = f"connections.{vendor}.{name}"
+            if not isinstance(settings, dict):
+                raise ConfigError(key, "must be a mapping of settings")
+            base_url = settings.get("base_url")
+            if not isinstance(base_url, str) or not _is_base_url(base_url):
+                raise ConfigError(f"{key}.base_url", "must be an http(s) URL without query")
+            connection = Connection(vendor, str(name), base_url.rstrip("/"), dict(settings))
+            VENDORS[vendor].check_connection(connection)
+            result[vendor][str(name)] = connection
+    return result
+
+
+def _is_base_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.netloc)
+        and not (parts.query or parts.fragment)
+    )
+
+
+def _check_ranges(config: Config) -> None:
+    checks = [
+        ("retry.max_attempts", config.retry.max_attempts >= 1, "must be at least 1"),
+        ("retry.max_elapsed_s", config.retry.max_elapsed_s > 0, "must be positive"),
+        ("retry.base_delay_s", config.retry.base_delay_s >= 0, "must not be negative"),
+        (
+            "retry.max_delay_s",
+            config.retry.max_delay_s >= config.retry.base_delay_s,
+            "must be at least retry.base_delay_s",
+        ),
+        ("metrics.port", 0 <= config.metrics.port <= 65535, "must be a TCP port"),
+        ("dispatch.max_in_flight", config.dispatch.max_in_flight >= 1, "must be at least 1"),
+        (
+            "dispatch.max_in_flight_per_vendor",
+            config.dispatch.max_in_flight_per_vendor >= 1,
+            "must be at least 1",
+        ),
+        ("dispatch.batch_max", 1 <= config.dispatch.batch_max <= 100, "must be 1..100"),
+        ("dispatch.read_timeout_s", config.dispatch.read_timeout_s > 0, "must be positive"),
+        ("dispatch.connect_timeout_s", config.dispatch.connect_timeout_s > 0, "must be positive"),
+        (
+            "kafka.security_protocol",
+            config.kafka.security_protocol in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+            "must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+        ),
+        ("kafka.bootstrap_servers", bool(config.kafka.bootstrap_servers.strip()), "is required"),
+        ("kafka.topic", bool(config.kafka.topic.strip()), "is required"),
+        (
+            "kafka.dead_letter_topic",
+            config.kafka.dead_letter_topic != config.kafka.topic,
+            "must differ from kafka.topic",
+        ),
+    ]
+    for key, ok, problem in checks:
+        if not ok:
+            raise ConfigError(key, problem)

@@ -1,0 +1,69 @@
+"""Every Prometheus metric of asset-sync, declared here and nowhere else (SPEC section 6).
+
+Labels are bounded: vendor names, HTTP status codes, dead-letter reasons, retry reasons,
+topic and partition. Never an asset id, an event id or an error text.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+from consumer import __version__
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+BUILD_INFO = Info("asset_sync_build", "Version of the running asset-sync.")
+BUILD_INFO.info({"version": __version__})
+
+EVENTS_CONSUMED = Counter(
+    "asset_sync_events_consumed_total", "Records read from the source topic.", ["topic"]
+)
+EVENTS_DELIVERED = Counter(
+    "asset_sync_events_delivered_total", "Events the vendor accepted.", ["vendor"]
+)
+EVENTS_DEAD_LETTERED = Counter(
+    "asset_sync_events_dead_lettered_total",
+    "Events written to the dead-letter topic.",
+    ["vendor", "reason"],
+)
+EVENTS_DUPLICATE = Counter(
+    "asset_sync_events_duplicate_total",
+    "Events skipped because the same id was delivered recently.",
+    ["vendor"],
+)
+VENDOR_REQUESTS = Counter(
+    "asset_sync_vendor_requests_total",
+    "HTTP requests to vendor APIs by answer (status code, 'timeout' or 'connection_error').",
+    ["vendor", "code"],
+)
+VENDOR_REQUEST_DURATION = Histogram(
+    "asset_sync_vendor_request_duration_seconds",
+    "Time for one vendor HTTP request.",
+    ["vendor"],
+    buckets=LATENCY_BUCKETS,
+)
+RETRIES = Counter("asset_sync_retries_total", "Attempts retried, by why.", ["vendor", "reason"])
+EVENT_DELIVERY = Histogram(
+    "asset_sync_event_delivery_seconds",
+    "From the record's timestamp to the vendor's acceptance.",
+    ["vendor"],
+    buckets=DELIVERY_BUCKETS,
+)
+INFLIGHT = Gauge("asset_sync_inflight_events", "Events being delivered now.", ["vendor"])
+CONSUMER_LAG = Gauge(
+    "asset_sync_consumer_lag",
+    "Records between the committed offset and the end of the partition.",
+    ["topic", "partition"],
+)
+RATE_LIMIT_REMAINING = Gauge(
+    "asset_sync_vendor_rate_limit_remaining",
+    "X-RateLimit-Remaining last reported by the vendor.",
+    ["vendor"],
+)
+BATCH_SIZE = Histogram(
+    "asset_sync_batch_size",
+    "Events per batched vendor request.",
+    ["vendor"],
+    buckets=(1, 2, 5, 10, 20, 50, 100),
+)

@@ -1,0 +1,29 @@
+"""The result of delivering one event: the value the pipeline and ``dispatch`` share."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from consumer.reasons import Reason
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Delivered, or dead with a reason; ``error`` is one short line without secrets."""
+
+    event_id: str
+    vendor: str
+    delivered: bool
+    attempts: int
+    seconds: float
+    reason: Reason | None = None
+    status: int | None = None
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["outcome"] = "delivered" if self.delivered else "dead_lettered"
+        data["reason"] = str(self.reason) if self.reason else None
+        data["seconds"] = round(self.seconds, 4)
+        return data

@@ -1,0 +1,113 @@
+"""The retry policy: when to try again, how long to wait, when to give up (SPEC section 4).
+
+Built on the ``backoff`` library with a wait generator of our own, because backoff's
+``full_jitter`` would draw 0..Retry-After and retry *before* the server said to: here a
+server-given wait is a floor, and jitter only spreads retries above it. The random source is
+injectable, so tests are deterministic.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+
+import backoff
+
+from consumer.config import RetryConfig
+from consumer.errors import DeliveryError, RetryableError
+
+T = TypeVar("T")
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def wait_times(
+    base_delay_s: float, max_delay_s: float, rand: Callable[[], float] = random.random
+) -> Generator[float, RetryableError | None, None]:
+    """Exponential backoff with full jitter; a server-given wait (Retry-After) is a floor."""
+    error = yield 0.0  # backoff primes the generator with send(None)
+    attempt = 0
+    while True:
+        ceiling = min(max_delay_s, base_delay_s * 2**attempt)
+        floor = error.retry_after if error is not None and error.retry_after else None
+        # Full jitter below the ceiling; above a server's floor, by at most one base delay.
+        error = yield (
+            rand() * ceiling if floor is None else floor + rand() * min(base_delay_s, ceiling)
+        )
+        attempt += 1
+
+
+class RetryPolicy:
+    """Runs one delivery with retries; ``on_retry(error, wait)`` observes every back-off."""
+
+    def __init__(
+        self,
+        config: RetryConfig,
+        rand: Callable[[], float] = random.random,
+        on_retry: Callable[[RetryableError, float], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.rand = rand
+        self.on_retry = on_retry
+
+    async def run(self, attempt: Callable[[], Awaitable[T]]) -> tuple[T, int]:
+        """Call ``attempt`` until it returns; re-raise the last error when out of budget.
+
+        Returns the result and how many attempts it took. A ``PermanentError``, or a
+        ``RetryableError`` that outlives ``max_attempts`` or ``max_elapsed_s``, is raised with
+        ``attempts`` set on it.
+        """
+        started = time.monotonic()
+        tries = 0
+
+        def out_of_time(error: Exception) -> bool:
+            # A server that asks us to wait past the deadline gets no early retry.
+            elapsed = time.monotonic() - started
+            return (
+                isinstance(error, RetryableError)
+                and error.retry_after is not None
+                and (elapsed + error.retry_after > self.config.max_elapsed_s)
+            )
+
+        def backed_off(details: Mapping[str, Any]) -> None:
+            if self.on_retry is not None:
+                error = details["exception"]
+                self.on_retry(error, float(details["wait"]))
+
+        @backoff.on_exception(
+            lambda: wait_times(self.config.base_delay_s, self.config.max_delay_s, self.rand),
+            RetryableError,
+            max_tries=self.config.max_attempts,
+            max_time=self.config.max_elapsed_s,
+            jitter=None,
+            giveup=out_of_time,
+            on_backoff=backed_off,
+            logger=None,
+        )
+        async def once() -> T:
+            nonlocal tries
+            tries += 1
+            return await attempt()
+
+        try:
+            return await once(), tries
+        except DeliveryError as error:
+            error.attempts = tries
+            raise

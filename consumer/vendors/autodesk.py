@@ -1,0 +1,97 @@
+"""Autodesk BIM 360 / ACC Assets v2:
+``PATCH {base}/bim360/assets/v2/projects/{projectId}/assets:batch-patch``.
+
+One call updates many assets of one project: the body is keyed by asset id, and so is the
+answer, from which each event's outcome is read. The batcher groups updates per project (at
+most 100, the documented limit); a 400 for a whole batch is split to find the bad events.
+Writes are limited to 100 a minute per user: the pacer follows 429s and rate headers.
+
+Auth: a static ``token``, or the refresh-token grant (``client_id``, ``client_secret``,
+``refresh_token``) at ``POST {base}/authentication/v2/token`` with HTTP Basic. Each answer
+brings a new refresh token, which replaces the old one in memory (a restart starts again from
+the configured one, so rotate it in the Secret when the vendor revokes it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from consumer.config import Connection
+from consumer.errors import ConfigError, PermanentError
+from consumer.events import Event
+from consumer.http import HttpClient, HttpRequest, HttpResponse, json_body
+from consumer.vendors.auth import CachedToken, TokenSource, token_body, token_from
+from consumer.vendors.base import Result, VendorClient, classify, segment
+from consumer.vendors.trelica import basic_auth
+
+
+class AutodeskClient(VendorClient):
+    name = "autodesk"
+    batched = True
+
+    @classmethod
+    def check_connection(cls, connection: Connection) -> None:
+        if connection.get("token"):
+            return
+        for key in ("client_id", "client_secret", "refresh_token"):
+            if not connection.get(key):
+                raise ConfigError(
+                    connection.key("token"),
+                    "is required (or client_id, client_secret and refresh_token)",
+                )
+
+    def token_source(self) -> TokenSource:
+        if self.connection.get("token"):
+            return TokenSource(self.connection.secret("token"))
+        self._refresh_token = self.connection.secret("refresh_token")
+        return CachedToken(self._fetch_token)
+
+    async def _fetch_token(self, http: HttpClient) -> tuple[str, float]:
+        form = f"grant_type=refresh_token&refresh_token={segment(self._refresh_token)}"
+        response = await http.send(
+            HttpRequest(
+                "POST",
+                f"{self.base}/authentication/v2/token",
+                {
+                    "Authorization": basic_auth(
+                        str(self.connection.require("client_id")),
+                        self.connection.secret("client_secret"),
+                    ),
+                    "Content-Type": "application/x-www-form-urlencoded",
+                },
+                form.encode(),
+            )
+        )
+        body = token_body(response)
+        token, lifetime = token_from(body)
+        if isinstance(body.get("refresh_token"), str):
+            self._refresh_token = str(body["refresh_token"])
+        return token, lifetime
+
+    def batch_key(self, event: Event) -> str:
+        return str(event.data["project_id"])
+
+    def build(self, events: Sequence[Event], token: str) -> HttpRequest:
+        project = segment(events[0].data["project_id"])
+        return HttpRequest(
+            "PATCH",
+            f"{self.base}/bim360/assets/v2/projects/{project}/assets:batch-patch",
+            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            json_body({e.data["asset_id"]: e.data["changes"] for e in events}),
+        )
+
+    def read(self, response: HttpResponse, events: Sequence[Event], token: str) -> list[Result]:
+        common = classify(response, token)
+        if common is not None:
+            return [common] * len(events)
+        body = response.json()
+        if not isinstance(body, dict):
+            return [
+                PermanentError("answer is not an object keyed by asset id", status=response.status)
+            ] * len(events)
+        return [
+            None
+            if e.data["asset_id"] in body
+            else PermanentError("asset missing from the batch-patch answer", status=response.status)
+            for e in events
+        ]
