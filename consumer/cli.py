@@ -38,6 +38,27 @@ def _dispatch(args: argparse.Namespace) -> int:
     return dispatch_files(load_config(args.config), args.files, sys.stdout)
 
 
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from consumer.config import load_config
+    from consumer.kafka_clients import BrokerError
+    from consumer.logs import setup_logging
+    from consumer.service import Service
+
+    config = load_config(args.config)
+    setup_logging(config.log_level)
+    try:
+        asyncio.run(Service(config).run())
+    except BrokerError as exc:
+        print(f"asset-sync run: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. the metrics port is taken
+        print(f"asset-sync run: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asset-sync",
@@ -48,7 +69,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the service: consume, validate, dispatch, dead-letter")
     run.add_argument("--config", type=Path, required=True)
-    run.set_defaults(func=_not_yet("run"))
+    run.set_defaults(func=_run)
 
     validate = sub.add_parser("validate", help="validate events (one JSON event or JSON Lines)")
     validate.add_argument("files", type=Path, nargs="+", metavar="FILE")

@@ -94,8 +94,11 @@ class MetricsConfig:
 class DispatchConfig:
     """How hard the service pushes: concurrency, timeouts, batching."""
 
-    max_in_flight: int = 512
+    max_in_flight: int = 1024
     max_in_flight_per_vendor: int = 256
+    max_buffered: int = 20_000
+    commit_interval_s: float = 1.0
+    dedup_window_s: float = 600.0
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
     batch_max: int = 100
@@ -328,6 +331,8 @@ def _check_ranges(config: Config) -> None:
             "must be at least 1",
         ),
         ("dispatch.batch_max", 1 <= config.dispatch.batch_max <= 100, "must be 1..100"),
+        ("dispatch.max_buffered", config.dispatch.max_buffered >= 1, "must be at least 1"),
+        ("dispatch.commit_interval_s", config.dispatch.commit_interval_s > 0, "must be positive"),
         ("dispatch.read_timeout_s", config.dispatch.read_timeout_s > 0, "must be positive"),
         ("dispatch.connect_timeout_s", config.dispatch.connect_timeout_s > 0, "must be positive"),
         (

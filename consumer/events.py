@@ -53,7 +53,7 @@ class FieldError:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.pointer or '/'}: {self.message}"
+        return f"{self.pointer}: {self.message}" if self.pointer else self.message
 
 
 @dataclass(frozen=True, slots=True)

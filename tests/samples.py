@@ -26,3 +26,29 @@ def event_for(vendor: str, **data_overrides: Any) -> dict[str, Any]:
 
 def encode(event: Any) -> bytes:
     return json.dumps(event).encode()
+
+
+MARK_FIELD = {
+    "lexful": "title",
+    "webflow": "displayName",
+    "autodesk": "clientAssetId",
+    "trelica": "notes",
+    "enos": "description",
+}
+
+
+def marked(vendor: str, marker: str, **data_overrides: Any) -> dict[str, Any]:
+    """An event whose ``changes`` carry ``marker``, so each delivery can be told apart."""
+    event = event_for(vendor, **data_overrides)
+    event["data"]["changes"] = {MARK_FIELD[vendor]: marker}
+    return event
+
+
+def received_markers(body: Any, vendor: str) -> list[str]:
+    """The markers in one request body the fake received (Autodesk batches carry many)."""
+    field = MARK_FIELD[vendor]
+    if vendor == "autodesk":
+        return [changes[field] for changes in body.values() if field in changes]
+    if vendor == "enos":
+        return [body["asset"][field]] if field in body.get("asset", {}) else []
+    return [body[field]] if field in body else []

@@ -1,0 +1,108 @@
+"""Dead-letter records exactly as SPEC section 5: the original key, value and headers, plus
+``dlq.*`` headers that say why and where from. A record counts as dead-lettered only once the
+broker acknowledged it with acks=all; until then its offset is not committed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kafka import KafkaProducer
+
+from consumer.reasons import Reason
+
+MAX_ERROR_BYTES = 4096
+PREFIX = "dlq."
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """Where a record came from, and its bytes, as consumed."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+def _one_line(text: str, limit: int = MAX_ERROR_BYTES) -> str:
+    text = " ".join(text.split())
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode("utf-8", errors="ignore") + "..."
+
+
+def dead_letter_headers(
+    record: SourceRecord,
+    reason: Reason,
+    error: str,
+    *,
+    vendor: str | None = None,
+    status: int | None = None,
+    attempts: int | None = None,
+    now: datetime | None = None,
+) -> list[tuple[str, bytes]]:
+    """The original headers (earlier ``dlq.*`` ones removed) followed by this decision's."""
+    extra: dict[str, Any] = {
+        "dlq.reason": str(reason),
+        "dlq.error": _one_line(error),
+        "dlq.vendor": vendor,
+        "dlq.status": status,
+        "dlq.attempts": attempts,
+        "dlq.original.topic": record.topic,
+        "dlq.original.partition": record.partition,
+        "dlq.original.offset": record.offset,
+        "dlq.original.timestamp": record.timestamp,
+        "dlq.failed_at": (now or datetime.now(UTC))
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
+    }
+    kept = [(k, v) for k, v in record.headers if not k.startswith(PREFIX)]
+    return kept + [(k, str(v).encode("utf-8")) for k, v in extra.items() if v is not None]
+
+
+class DeadLetterWriter:
+    """Produces dead-letter records; ``write`` returns once the broker has acknowledged."""
+
+    def __init__(self, producer: KafkaProducer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+
+    async def write(self, record: SourceRecord, reason: Reason, error: str, **known: Any) -> None:
+        """Raises ``DeadLetterFailed`` if the broker does not acknowledge (not committed)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def settle(error: BaseException | None) -> None:
+            if not done.done():
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(DeadLetterFailed(f"{type(error).__name__}: {error}"))
+
+        future = self.producer.send(
+            self.topic,
+            key=record.key,
+            value=record.value,
+            headers=dead_letter_headers(record, reason, error, **known),
+        )
+        future.add_callback(lambda _: _post(loop, settle, None))
+        future.add_errback(lambda exc: _post(loop, settle, exc))
+        await done
+
+
+def _post(loop: asyncio.AbstractEventLoop, callback: Any, arg: Any) -> None:
+    """Hand a producer callback (kafka-python's IO thread) to the asyncio loop."""
+    with contextlib.suppress(RuntimeError):  # a closed loop: the service is gone
+        loop.call_soon_threadsafe(callback, arg)
+
+
+class DeadLetterFailed(Exception):
+    """The dead-letter topic did not take the record; it stays uncommitted and is retried."""

@@ -1,0 +1,96 @@
+"""kafka-python clients built from ``KafkaConfig``: security settings passed through, the
+dead-letter topic created when missing, and kafka-python's errors translated at this edge."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from consumer.config import KafkaConfig, Secret
+from consumer.errors import AssetSyncError
+
+
+class BrokerError(AssetSyncError):
+    """The broker could not be reached or refused a request; the message names the broker."""
+
+
+def connection_settings(config: KafkaConfig) -> dict[str, Any]:
+    """What every client needs to reach and authenticate to the cluster."""
+    settings: dict[str, Any] = {
+        "bootstrap_servers": [s.strip() for s in config.bootstrap_servers.split(",")],
+        "security_protocol": config.security_protocol,
+    }
+    optional = {
+        "sasl_mechanism": config.sasl_mechanism,
+        "sasl_plain_username": config.sasl_plain_username,
+        "sasl_plain_password": config.sasl_plain_password,
+        "ssl_cafile": config.ssl_cafile,
+        "ssl_certfile": config.ssl_certfile,
+        "ssl_keyfile": config.ssl_keyfile,
+        "ssl_password": config.ssl_password,
+    }
+    for key, value in optional.items():
+        if value is not None:
+            settings[key] = value.reveal() if isinstance(value, Secret) else value
+    if config.security_protocol in ("SSL", "SASL_SSL"):
+        settings["ssl_check_hostname"] = config.ssl_check_hostname
+    return settings
+
+
+def make_consumer(config: KafkaConfig, client_id: str) -> KafkaConsumer:
+    try:
+        return KafkaConsumer(
+            **connection_settings(config),
+            group_id=config.group_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=config.max_poll_records,
+            session_timeout_ms=config.session_timeout_ms,
+            max_poll_interval_ms=config.max_poll_interval_ms,
+            heartbeat_interval_ms=min(3000, config.session_timeout_ms // 3),
+        )
+    except KafkaError as exc:
+        raise BrokerError(f"cannot connect to {config.bootstrap_servers}: {exc}") from None
+
+
+def make_producer(config: KafkaConfig, client_id: str, **overrides: Any) -> KafkaProducer:
+    """A producer that only reports success once every in-sync replica has the record."""
+    try:
+        return KafkaProducer(
+            **connection_settings(config),
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_request_size=4 * 1024 * 1024,
+            **overrides,
+        )
+    except KafkaError as exc:
+        raise BrokerError(f"cannot connect to {config.bootstrap_servers}: {exc}") from None
+
+
+def ensure_dead_letter_topic(config: KafkaConfig) -> None:
+    """Create the dead-letter topic with the source topic's partition count if it is missing."""
+    try:
+        admin = KafkaAdminClient(**connection_settings(config), request_timeout_ms=15_000)
+    except KafkaError as exc:
+        raise BrokerError(f"cannot connect to {config.bootstrap_servers}: {exc}") from None
+    try:
+        topics = set(admin.list_topics())
+        if config.dead_letter_topic in topics:
+            return
+        partitions = 1
+        if config.topic in topics:
+            described = admin.describe_topics([config.topic])
+            partitions = max(1, len(described[0].get("partitions", [])))
+        with contextlib.suppress(TopicAlreadyExistsError):  # created by another process
+            admin.create_topics([NewTopic(config.dead_letter_topic, partitions, -1)])
+    except KafkaError as exc:
+        raise BrokerError(f"cannot create {config.dead_letter_topic!r}: {exc}") from None
+    finally:
+        admin.close()

@@ -1,0 +1,233 @@
+"""From consumed records to finished offsets: per-asset order, parallel everything else.
+
+Each asset (vendor, connection, asset id) has a queue delivered strictly in arrival order;
+different assets run concurrently. A delivery holds a slot of its vendor and a slot of the
+whole service for its full life, back-off included, so a vendor that is slow, rate-limited or
+down can only ever take its own share. Every record ends delivered or dead-lettered (the
+dead-letter acknowledged), and only then is its offset finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka.structs import TopicPartition
+
+from consumer import metrics
+from consumer.config import Config
+from consumer.dead_letter import DeadLetterFailed, DeadLetterWriter, SourceRecord
+from consumer.dispatcher import Dispatcher
+from consumer.events import Event, Rejection
+from consumer.logs import get_logger
+from consumer.offsets import OffsetTracker
+from consumer.outcome import Outcome
+from consumer.reasons import Reason
+from consumer.recent import RecentIds
+from consumer.vendors import VENDORS
+
+log = get_logger("pipeline")
+DEAD_LETTER_RETRY_S = (0.5, 1, 2, 5, 10, 30)
+
+
+@dataclass(eq=False)
+class Work:
+    record: SourceRecord
+    event: Event
+    tp: TopicPartition
+    dropped: bool = False
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        dispatcher: Dispatcher,
+        dead_letters: DeadLetterWriter,
+        tracker: OffsetTracker,
+    ) -> None:
+        self.config = config
+        self.dispatcher = dispatcher
+        self.dead_letters = dead_letters
+        self.tracker = tracker
+        self.recent = RecentIds(config.dispatch.dedup_window_s)
+        self._all_slots = asyncio.Semaphore(config.dispatch.max_in_flight)
+        self._vendor_slots = {
+            v: asyncio.Semaphore(config.dispatch.max_in_flight_per_vendor) for v in VENDORS
+        }
+        self._queues: dict[tuple[str, str, str], deque[Work]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --- intake -----------------------------------------------------------------------------
+    def submit(self, record: SourceRecord, parsed: Event | Rejection) -> None:
+        tp = TopicPartition(record.topic, record.partition)
+        self.tracker.add(tp, record.offset)
+        self._idle.clear()
+        if isinstance(parsed, Rejection):
+            self._spawn(self._dead_letter(record, tp, parsed.reason, parsed.message()))
+            return
+        work = Work(record, parsed, tp)
+        queue = self._queues.get(parsed.asset_key)
+        if queue is not None:
+            queue.append(work)
+        else:
+            self._queues[parsed.asset_key] = deque([work])
+            self._spawn(self._drain(parsed.asset_key))
+
+    def drop(self, partitions: set[TopicPartition]) -> None:
+        """Partitions were revoked: stop their work; the new owner will consume it again."""
+        for queue in self._queues.values():
+            for work in queue:
+                if work.tp in partitions:
+                    work.dropped = True
+                    if work.task is not None:
+                        work.task.cancel()
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until nothing is queued or in flight; False when time ran out."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def cancel_all(self) -> None:
+        """Shutdown: stop what is left without dead-lettering it; it stays uncommitted."""
+        for queue in self._queues.values():
+            for work in queue:
+                work.dropped = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @property
+    def busy(self) -> int:
+        return len(self._tasks)
+
+    # --- work -------------------------------------------------------------------------------
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("pipeline task failed", exc_info=task.exception())
+        if not self._tasks:
+            self._idle.set()
+
+    async def _drain(self, key: tuple[str, str, str]) -> None:
+        queue = self._queues[key]
+        try:
+            while queue:
+                work = queue[0]
+                if not work.dropped:
+                    work.task = asyncio.ensure_future(self._deliver(work))
+                    await asyncio.wait({work.task})
+                queue.popleft()
+        finally:
+            del self._queues[key]
+
+    async def _deliver(self, work: Work) -> None:
+        event = work.event
+        if self.recent.seen(event.id):
+            metrics.EVENTS_DUPLICATE.labels(event.vendor).inc()
+            self._log("duplicate skipped", work, "duplicate", 0)
+            self.tracker.finish(work.tp, work.record.offset)
+            return
+        gauge = metrics.INFLIGHT.labels(event.vendor)
+        async with self._vendor_slots[event.vendor], self._all_slots:
+            gauge.inc()
+            try:
+                outcome = await self.dispatcher.deliver(event)
+            finally:
+                gauge.dec()
+        if work.dropped:
+            return
+        if outcome.delivered:
+            self.recent.add(event.id)
+            metrics.EVENTS_DELIVERED.labels(event.vendor).inc()
+            if work.record.timestamp > 0:
+                metrics.EVENT_DELIVERY.labels(event.vendor).observe(
+                    max(0.0, time.time() - work.record.timestamp / 1000)
+                )
+            self._log("delivered", work, "delivered", outcome.attempts)
+            self.tracker.finish(work.tp, work.record.offset)
+        else:
+            await self._dead_letter(
+                work.record,
+                work.tp,
+                outcome.reason or Reason.VENDOR_REJECTED,
+                outcome.error,
+                outcome=outcome,
+                event=event,
+            )
+
+    async def _dead_letter(
+        self,
+        record: SourceRecord,
+        tp: TopicPartition,
+        reason: Reason,
+        error: str,
+        *,
+        outcome: Outcome | None = None,
+        event: Event | None = None,
+    ) -> None:
+        """Write the dead-letter record, retrying until the broker acknowledges it."""
+        vendor = event.vendor if event else None
+        for attempt in range(10**9):
+            try:
+                await self.dead_letters.write(
+                    record,
+                    reason,
+                    error,
+                    vendor=vendor,
+                    status=outcome.status if outcome else None,
+                    attempts=outcome.attempts if outcome else None,
+                )
+                break
+            except DeadLetterFailed as failure:
+                log.warning(
+                    "dead-letter write failed, retrying",
+                    extra={"fields": {"offset": record.offset, "error": str(failure)}},
+                )
+                await asyncio.sleep(DEAD_LETTER_RETRY_S[min(attempt, len(DEAD_LETTER_RETRY_S) - 1)])
+        metrics.EVENTS_DEAD_LETTERED.labels(vendor or "unknown", str(reason)).inc()
+        fields: dict[str, Any] = {
+            "event_id": event.id if event else None,
+            "vendor": vendor,
+            "outcome": "dead_lettered",
+            "reason": str(reason),
+            "attempts": outcome.attempts if outcome else 0,
+            "status": outcome.status if outcome else None,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "error": error[:300],
+        }
+        log.warning("dead-lettered", extra={"fields": fields})
+        self.tracker.finish(tp, record.offset)
+
+    def _log(self, message: str, work: Work, outcome: str, attempts: int) -> None:
+        log.info(
+            message,
+            extra={
+                "fields": {
+                    "event_id": work.event.id,
+                    "vendor": work.event.vendor,
+                    "outcome": outcome,
+                    "attempts": attempts,
+                    "topic": work.record.topic,
+                    "partition": work.record.partition,
+                    "offset": work.record.offset,
+                }
+            },
+        )

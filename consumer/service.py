@@ -1,0 +1,268 @@
+"""``asset-sync run``: the long-lived service (SPEC sections 4-6).
+
+Threads: the asyncio loop (validation, pipeline, HTTP to vendors, health endpoints) and one
+"kafka" thread that alone touches the ``KafkaConsumer`` (poll, pause/resume, commit), since
+the consumer is not for concurrent use. kafka-python runs rebalance callbacks on its own IO
+thread; they only use the thread-safe offset tracker and ``commit_async``.
+
+The poll loop never stops while deliveries back off: when too many records are unfinished,
+partitions are paused, so memory stays bounded and ``max.poll.interval.ms`` is never exceeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from consumer import metrics
+from consumer.config import Config
+from consumer.dead_letter import DeadLetterWriter, SourceRecord
+from consumer.dispatcher import Dispatcher
+from consumer.events import parse_record
+from consumer.health import Health, HealthServer
+from consumer.kafka_clients import (
+    BrokerError,
+    ensure_dead_letter_topic,
+    make_consumer,
+    make_producer,
+)
+from consumer.logs import get_logger
+from consumer.offsets import OffsetTracker
+from consumer.pipeline import Pipeline
+
+log = get_logger("service")
+T = TypeVar("T")
+RESUME_FRACTION = 0.8
+LAG_REFRESH_S = 10.0
+STARTUP_TIMEOUT_S = 60.0
+
+
+class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Runs on kafka-python's IO thread: commit what is finished, drop what is revoked."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.service.release(set(revoked), commit=True)
+
+    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        self.service.release(set(lost), commit=False)
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.service.health.joined = True
+        self.service.assigned = set(assigned)
+        log.info(
+            "partitions assigned",
+            extra={
+                "fields": {"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)}
+            },
+        )
+
+
+class Service:
+    def __init__(self, config: Config, client_id: str = "asset-sync") -> None:
+        self.config = config
+        self.client_id = client_id
+        self.health = Health()
+        self.tracker = OffsetTracker()
+        self.assigned: set[TopicPartition] = set()
+        self._stopping = asyncio.Event()
+        self._kafka = ThreadPoolExecutor(1, thread_name_prefix="kafka")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._consumer: KafkaConsumer | None = None
+        self._pipeline: Pipeline | None = None
+        self._last_commit = 0.0
+        self._last_lag = 0.0
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def stop(self) -> None:
+        if not self._stopping.is_set():
+            log.info("stopping: finishing in-flight deliveries")
+            self._stopping.set()
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self.stop)
+        server = HealthServer(self.health, self.config.metrics.port)
+        await server.start()
+        try:
+            await self._start_clients()
+            await self._consume()
+        finally:
+            await server.stop()
+            self._kafka.shutdown(wait=True)
+
+    async def _in_kafka(self, func: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._kafka, func, *args)
+
+    async def _start_clients(self) -> None:
+        kafka = self.config.kafka
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            try:
+                await self._in_kafka(ensure_dead_letter_topic, kafka)
+                break
+            except BrokerError as error:
+                if time.monotonic() > deadline or self._stopping.is_set():
+                    raise
+                log.warning("broker not reachable yet", extra={"fields": {"error": str(error)}})
+                await asyncio.sleep(2)
+        self._producer = await self._in_kafka(make_producer, kafka, f"{self.client_id}-dlq")
+        consumer = await self._in_kafka(make_consumer, kafka, self.client_id)
+        await self._in_kafka(consumer.subscribe, [kafka.topic], None, Rebalance(self))
+        self._consumer = consumer
+        self._dispatcher = Dispatcher(self.config)
+        self._pipeline = Pipeline(
+            self.config,
+            self._dispatcher,
+            DeadLetterWriter(self._producer, kafka.dead_letter_topic),
+            self.tracker,
+        )
+        log.info("consuming", extra={"fields": {"topic": kafka.topic, "group": kafka.group_id}})
+
+    # --- the poll loop ------------------------------------------------------------------------
+    async def _consume(self) -> None:
+        assert self._consumer is not None and self._pipeline is not None
+        consumed = metrics.EVENTS_CONSUMED.labels(self.config.kafka.topic)
+        try:
+            while not self._stopping.is_set():
+                batches = await self._in_kafka(self._poll_once)
+                for records in batches.values():
+                    consumed.inc(len(records))
+                    for r in records:
+                        source = SourceRecord(
+                            r.topic,
+                            r.partition,
+                            r.offset,
+                            r.timestamp,
+                            r.key,
+                            r.value,
+                            tuple(r.headers or ()),
+                        )
+                        self._pipeline.submit(source, parse_record(r.value, r.headers))
+                await self._maybe_commit()
+                await asyncio.sleep(0)
+        finally:
+            await self._shutdown()
+
+    def _poll_once(self) -> dict[TopicPartition, list[Any]]:
+        """Kafka thread: poll, then pause or resume by how much is unfinished."""
+        assert self._consumer is not None
+        try:
+            batches: dict[TopicPartition, list[Any]] = self._consumer.poll(timeout_ms=100)
+            self.health.polled()
+        except KafkaError as error:
+            log.warning("poll failed", extra={"fields": {"error": str(error)}})
+            time.sleep(0.5)
+            return {}
+        self._flow_control()
+        if time.monotonic() - self._last_lag > LAG_REFRESH_S:
+            self._refresh_lag()
+        return batches
+
+    def _flow_control(self) -> None:
+        assert self._consumer is not None
+        limit = self.config.dispatch.max_buffered
+        pending = self.tracker.pending()
+        paused = self._consumer.paused()
+        if pending >= limit:
+            unpaused = self._consumer.assignment() - paused
+            if unpaused:
+                self._consumer.pause(*unpaused)
+                log.info("buffer full, fetching paused", extra={"fields": {"pending": pending}})
+        elif paused and pending <= limit * RESUME_FRACTION:
+            self._consumer.resume(*paused)
+
+    def _refresh_lag(self) -> None:
+        assert self._consumer is not None
+        self._last_lag = time.monotonic()
+        assignment = self._consumer.assignment()
+        try:
+            ends = self._consumer.end_offsets(list(assignment)) if assignment else {}
+            self.health.broker_ok = True
+        except KafkaError:
+            self.health.broker_ok = False
+            return
+        committed = self.tracker.last_committed()
+        for tp, end in ends.items():
+            position = committed.get(tp)
+            if position is None:
+                try:
+                    position = self._consumer.committed(tp) or 0
+                except KafkaError:
+                    continue
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+
+    # --- commits ------------------------------------------------------------------------------
+    async def _maybe_commit(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._last_commit < (
+            self.config.dispatch.commit_interval_s
+        ):
+            return
+        self._last_commit = time.monotonic()
+        offsets = self.tracker.to_commit()
+        if offsets:
+            await self._in_kafka(self._commit, offsets)
+
+    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        assert self._consumer is not None
+        try:
+            self._consumer.commit(offsets)
+            self.tracker.committed(offsets)
+        except (CommitFailedError, KafkaError) as error:
+            log.warning("commit failed; will retry", extra={"fields": {"error": str(error)}})
+
+    def release(self, partitions: set[TopicPartition], *, commit: bool) -> None:
+        """Rebalance (IO thread): commit finished offsets of these partitions, drop them."""
+        if commit and self._consumer is not None:
+            offsets = self.tracker.to_commit(partitions)
+            if offsets:
+                self._consumer.commit_async(offsets)
+        self.tracker.drop(partitions)
+        self.assigned -= partitions
+        if self._loop is not None and self._pipeline is not None:
+            self._loop.call_soon_threadsafe(self._pipeline.drop, partitions)
+        log.info(
+            "partitions released",
+            extra={
+                "fields": {
+                    "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in partitions),
+                    "committed": commit,
+                }
+            },
+        )
+
+    # --- shutdown -----------------------------------------------------------------------------
+    async def _shutdown(self) -> None:
+        """Finish in-flight work within the grace period, commit, close. Nothing is
+        dead-lettered merely because of the shutdown: unfinished records stay uncommitted."""
+        if self._pipeline is not None:
+            grace = self.config.dispatch.shutdown_grace_s
+            if not await self._pipeline.wait_idle(grace):
+                log.warning(
+                    "grace period over; unfinished records will be consumed again",
+                    extra={"fields": {"pending": self.tracker.pending()}},
+                )
+            await self._pipeline.cancel_all()
+            await self._maybe_commit(force=True)
+            await self._dispatcher.close()
+        if self._consumer is not None:
+            await self._in_kafka(self._close_consumer)
+        if getattr(self, "_producer", None) is not None:
+            await self._in_kafka(self._producer.close, 10)
+        log.info("stopped")
+
+    def _close_consumer(self) -> None:
+        assert self._consumer is not None
+        self._consumer.close(autocommit=False)
