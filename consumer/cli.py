@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from consumer import __version__
-from consumer.errors import ConfigError, UsageError
+from consumer.errors import AssetSyncError, ConfigError, UsageError
 
 EXIT_USAGE = 2
 
@@ -59,6 +59,36 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from consumer.demo import run_demo
+
+    return run_demo(
+        args.workdir,
+        bootstrap=args.bootstrap,
+        per_vendor=args.events,
+        keep_running=args.keep_running,
+        quiet=args.quiet,
+        out=sys.stdout,
+    )
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from consumer.config import load_config
+    from consumer.replay import ReplayFilter, parse_since, replay
+
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    flt = ReplayFilter(args.reason, args.vendor, parse_since(args.since), args.limit)
+    return replay(load_config(args.config), flt, args.dry_run, sys.stdout)
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from consumer.config import load_config
+    from consumer.publish import publish_files
+
+    return publish_files(load_config(args.config), args.files, sys.stdout)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asset-sync",
@@ -87,11 +117,24 @@ def _build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--since")
     replay.add_argument("--limit", type=int)
     replay.add_argument("--dry-run", action="store_true")
-    replay.set_defaults(func=_not_yet("replay"))
+    replay.set_defaults(func=_replay)
+
+    publish = sub.add_parser("publish", help="validate events and produce them to the topic")
+    publish.add_argument("--config", type=Path, required=True)
+    publish.add_argument("files", type=Path, nargs="+", metavar="EVENTS")
+    publish.set_defaults(func=_publish)
 
     demo = sub.add_parser("demo", help="the whole system on one machine")
-    demo.add_argument("--keep-running", action="store_true")
-    demo.set_defaults(func=_not_yet("demo"))
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave everything up for exploring /metrics (Ctrl-C stops it)",
+    )
+    demo.add_argument("--events", type=int, default=40, help="updates per vendor")
+    demo.add_argument("--bootstrap", help="use this broker instead of starting one")
+    demo.add_argument("--workdir", type=Path, default=Path(".local/demo"))
+    demo.add_argument("--quiet", action="store_true", help="no live vendor log")
+    demo.set_defaults(func=_demo)
     return parser
 
 
@@ -103,5 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as exc:
         print(f"asset-sync {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except AssetSyncError as exc:  # e.g. an unreachable broker
+        print(f"asset-sync {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

@@ -52,7 +52,10 @@ class VendorFake:
         self.violations: list[str] = []
         self.script: deque[Reply] = deque()
         self.always: Reply | None = None
+        self.every: tuple[int, Reply] | None = None  # every n-th update gets this answer
+        self.refuse: dict[str, Reply] = {}  # a request whose path contains the key gets this
         self.latency_s = 0.0
+        self._count = 0
         self.tokens: set[str] = set()
         self.static_tokens: set[str] = set()  # configured ones, valid again after reset()
         self.token_requests = 0
@@ -64,6 +67,8 @@ class VendorFake:
         self.violations.clear()
         self.script.clear()
         self.always = None
+        self.every = None
+        self.refuse = {}
         self.latency_s = 0.0
         self.token_requests = 0
         self.tokens |= self.static_tokens
@@ -96,23 +101,26 @@ class VendorFake:
         self.violations.append(message)
         return web.json_response({"error": message}, status=status)
 
+    on_request: Any = None  # called with each request received (the simulator's live log)
+
     async def record(self, request: web.Request) -> Any:
         raw = await request.read()
         try:
             body: Any = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode("utf-8", errors="replace")
-        self.received.append(
-            Received(
-                vendor=self.name,
-                method=request.method,
-                path=request.path,
-                query=dict(request.query),
-                headers=dict(request.headers),
-                body=body,
-                at=time.monotonic(),
-            )
+        received = Received(
+            vendor=self.name,
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            headers=dict(request.headers),
+            body=body,
+            at=time.monotonic(),
         )
+        self.received.append(received)
+        if self.on_request is not None:
+            self.on_request(received)
         return body
 
     def bearer(self, request: web.Request) -> str | None:
@@ -123,7 +131,13 @@ class VendorFake:
         """Apply latency and the next scripted reply; None means answer normally."""
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
+        self._count += 1
         reply = self.script.popleft() if self.script else self.always
+        for part, refusal in self.refuse.items():
+            if part in request.path:
+                reply = refusal
+        if reply is None and self.every is not None and self._count % self.every[0] == 0:
+            reply = self.every[1]
         if reply is None:
             return None
         if reply.delay_s:
