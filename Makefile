@@ -4,7 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test lint unit broker broker-stop bench clean
+.PHONY: setup tools demo test lint unit broker broker-stop bench clean
+
+KUSTOMIZE_VERSION := v5.7.1
+export PATH := $(CURDIR)/.local/bin:$(PATH)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +24,16 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/asset-sync demo
 
+## tools: kustomize (Go module proxy) and promtool (Debian) for the manifest checks
+tools:
+	@command -v kustomize >/dev/null || GOBIN=$(CURDIR)/.local/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "promtool is missing: sudo apt-get install prometheus" >&2; exit 1; fi; }
+
 ## test: lint, type-check and every test (unit and integration against a real broker)
-test: setup lint
+test: setup tools lint
 	$(BIN)/pytest
 
 lint: $(STAMP)

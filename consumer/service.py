@@ -60,6 +60,7 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.service.health.joined = True
         self.service.assigned = set(assigned)
+        self.service.refresh_lag_soon()
         log.info(
             "partitions assigned",
             extra={
@@ -203,6 +204,9 @@ class Service:
                 except KafkaError:
                     continue
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+
+    def refresh_lag_soon(self) -> None:
+        self._last_lag = 0.0
 
     # --- commits ------------------------------------------------------------------------------
     async def _maybe_commit(self, force: bool = False) -> None:
