@@ -33,7 +33,9 @@ def test_counters_move_and_probes_answer(
     assert service.get("/readyz")[0] == 200
     before = service.metric("asset_sync_events_delivered_total", vendor="enos")
     vendors.enos.fail_next(Reply(200, body={"code": 99500, "msg": "busy"}))
-    records = [(b"enos:x", encode(event_for("enos")), []) for _ in range(3)]
+    records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = [
+        (b"enos:x", encode(event_for("enos")), []) for _ in range(3)
+    ]
     produce(kafka_bootstrap, source_topic, [*records, (b"junk", b"][", [])])
     wait_until(
         lambda: service.metric("asset_sync_events_delivered_total", vendor="enos") == before + 3,
