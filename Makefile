@@ -22,7 +22,7 @@ setup: $(STAMP)
 
 ## demo: the whole system on one machine (broker, vendor simulator, service, sample events)
 demo: setup
-	$(BIN)/asset-sync demo
+	$(BIN)/asset-sync demo $(DEMO_ARGS)
 
 ## tools: kustomize (Go module proxy) and promtool (Debian) for the manifest checks
 tools:
