@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from consumer import __version__
 from consumer.errors import AssetSyncError, ConfigError, UsageError
@@ -38,6 +39,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     return dispatch_files(load_config(args.config), args.files, sys.stdout)
 
 
+def event_loop_factory() -> Callable[[], Any]:
+    """uvloop where it is installed (it roughly halves the event loop's cost per delivery)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; this is for odd platforms
+        import asyncio
+
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -49,7 +61,8 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     setup_logging(config.log_level)
     try:
-        asyncio.run(Service(config).run())
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(Service(config).run())
     except BrokerError as exc:
         print(f"asset-sync run: {exc}", file=sys.stderr)
         return 1

@@ -29,6 +29,10 @@ from consumer.vendors import VENDORS, VendorClient
 from consumer.vendors.base import Result
 
 
+def _count_retry(vendor: str, error: RetryableError, _: float) -> None:
+    metrics.RETRIES.labels(vendor, error.retry_reason).inc()
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -40,6 +44,7 @@ class Dispatcher:
         self.config = config
         self.http = http or HttpClient(config.dispatch)
         self.rand = rand
+        self.policy = RetryPolicy(config.retry, rand, on_retry=_count_retry)
         self._clients: dict[tuple[str, str], VendorClient] = {}
         self._batchers: dict[tuple[str, str], Batcher] = {}
         self._secrets = sorted(
@@ -82,15 +87,8 @@ class Dispatcher:
                 None,
                 f"no connection {event.connection!r} is configured for {event.vendor}",
             )
-        policy = RetryPolicy(
-            self.config.retry,
-            self.rand,
-            on_retry=lambda error, _: metrics.RETRIES.labels(
-                event.vendor, error.retry_reason
-            ).inc(),
-        )
         try:
-            _, attempts = await policy.run(lambda: self._attempt(client, event))
+            _, attempts = await self.policy.run(lambda: self._attempt(client, event), event.vendor)
         except DeliveryError as error:
             reason = (
                 error.reason if isinstance(error, PermanentError) else (Reason.RETRIES_EXHAUSTED)

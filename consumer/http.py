@@ -75,7 +75,10 @@ class HttpClient:
                 sock_read=self._config.read_timeout_s,
             )
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=timeout, raise_for_status=False, auto_decompress=True
+                connector=connector,
+                timeout=timeout,
+                raise_for_status=False,
+                cookie_jar=aiohttp.DummyCookieJar(),  # vendor APIs set no cookie we need
             )
         return self._session
 

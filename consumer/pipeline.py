@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kafka.structs import TopicPartition
@@ -40,7 +40,6 @@ class Work:
     event: Event
     tp: TopicPartition
     dropped: bool = False
-    task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
 class Pipeline:
@@ -61,6 +60,11 @@ class Pipeline:
             v: asyncio.Semaphore(config.dispatch.max_in_flight_per_vendor) for v in VENDORS
         }
         self._queues: dict[tuple[str, str, str], deque[Work]] = {}
+        self._drains: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        # label children looked up once: labels() costs more than the increment itself
+        self._delivered = {v: metrics.EVENTS_DELIVERED.labels(v) for v in VENDORS}
+        self._latency = {v: metrics.EVENT_DELIVERY.labels(v) for v in VENDORS}
+        self._inflight = {v: metrics.INFLIGHT.labels(v) for v in VENDORS}
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -79,16 +83,16 @@ class Pipeline:
             queue.append(work)
         else:
             self._queues[parsed.asset_key] = deque([work])
-            self._spawn(self._drain(parsed.asset_key))
+            self._drains[parsed.asset_key] = self._spawn(self._drain(parsed.asset_key))
 
     def drop(self, partitions: set[TopicPartition]) -> None:
         """Partitions were revoked: stop their work; the new owner will consume it again."""
-        for queue in self._queues.values():
+        for key, queue in self._queues.items():
             for work in queue:
                 if work.tp in partitions:
                     work.dropped = True
-                    if work.task is not None:
-                        work.task.cancel()
+            if queue and queue[0].dropped:  # being delivered now: cancel it
+                self._drains[key].cancel()
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until nothing is queued or in flight; False when time ran out."""
@@ -112,10 +116,11 @@ class Pipeline:
         return len(self._tasks)
 
     # --- work -------------------------------------------------------------------------------
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -125,16 +130,25 @@ class Pipeline:
             self._idle.set()
 
     async def _drain(self, key: tuple[str, str, str]) -> None:
+        """Deliver one asset's queue in order. ``drop`` cancels this task to stop the work
+        being delivered; that cancellation is absorbed here, and the queue goes on."""
         queue = self._queues[key]
         try:
             while queue:
                 work = queue[0]
                 if not work.dropped:
-                    work.task = asyncio.ensure_future(self._deliver(work))
-                    await asyncio.wait({work.task})
+                    try:
+                        await self._deliver(work)
+                    except asyncio.CancelledError:
+                        task = asyncio.current_task()
+                        if task is not None and task.uncancel() > 0:
+                            raise  # cancelled by someone else as well
+                        if not work.dropped:
+                            continue  # the cancel was meant for work that finished: again
                 queue.popleft()
         finally:
             del self._queues[key]
+            self._drains.pop(key, None)
 
     async def _deliver(self, work: Work) -> None:
         event = work.event
@@ -143,7 +157,7 @@ class Pipeline:
             self._log("duplicate skipped", work, "duplicate", 0)
             self.tracker.finish(work.tp, work.record.offset)
             return
-        gauge = metrics.INFLIGHT.labels(event.vendor)
+        gauge = self._inflight[event.vendor]
         async with self._vendor_slots[event.vendor], self._all_slots:
             gauge.inc()
             try:
@@ -154,9 +168,9 @@ class Pipeline:
             return
         if outcome.delivered:
             self.recent.add(event.id)
-            metrics.EVENTS_DELIVERED.labels(event.vendor).inc()
+            self._delivered[event.vendor].inc()
             if work.record.timestamp > 0:
-                metrics.EVENT_DELIVERY.labels(event.vendor).observe(
+                self._latency[event.vendor].observe(
                     max(0.0, time.time() - work.record.timestamp / 1000)
                 )
             self._log("delivered", work, "delivered", outcome.attempts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
+from contextvars import ContextVar
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
@@ -54,60 +55,69 @@ def wait_times(
         attempt += 1
 
 
+# When the delivery now being retried started: read by the give-up rule. Each delivery runs in
+# its own task, so each sees its own value.
+_STARTED: ContextVar[float] = ContextVar("asset_sync_retry_started")
+
+
 class RetryPolicy:
-    """Runs one delivery with retries; ``on_retry(error, wait)`` observes every back-off."""
+    """Runs deliveries with retries; ``on_retry(label, error, wait)`` observes every back-off.
+
+    The backoff-decorated function is built once, not per delivery: building it costs more
+    than a whole delivery on the hot path.
+    """
 
     def __init__(
         self,
         config: RetryConfig,
         rand: Callable[[], float] = random.random,
-        on_retry: Callable[[RetryableError, float], None] | None = None,
+        on_retry: Callable[[str, RetryableError, float], None] | None = None,
     ) -> None:
         self.config = config
         self.rand = rand
         self.on_retry = on_retry
+        self._call = backoff.on_exception(
+            lambda: wait_times(config.base_delay_s, config.max_delay_s, rand),
+            RetryableError,
+            max_tries=config.max_attempts,
+            max_time=config.max_elapsed_s,
+            jitter=None,
+            giveup=self._out_of_time,
+            on_backoff=self._backed_off,
+            logger=None,
+        )(self._once)
 
-    async def run(self, attempt: Callable[[], Awaitable[T]]) -> tuple[T, int]:
+    async def run(self, attempt: Callable[[], Awaitable[T]], label: str = "") -> tuple[T, int]:
         """Call ``attempt`` until it returns; re-raise the last error when out of budget.
 
         Returns the result and how many attempts it took. A ``PermanentError``, or a
         ``RetryableError`` that outlives ``max_attempts`` or ``max_elapsed_s``, is raised with
         ``attempts`` set on it.
         """
-        started = time.monotonic()
-        tries = 0
-
-        def out_of_time(error: Exception) -> bool:
-            # A server that asks us to wait past the deadline gets no early retry.
-            elapsed = time.monotonic() - started
-            return (
-                isinstance(error, RetryableError)
-                and error.retry_after is not None
-                and (elapsed + error.retry_after > self.config.max_elapsed_s)
-            )
-
-        def backed_off(details: Mapping[str, Any]) -> None:
-            if self.on_retry is not None:
-                error = details["exception"]
-                self.on_retry(error, float(details["wait"]))
-
-        @backoff.on_exception(
-            lambda: wait_times(self.config.base_delay_s, self.config.max_delay_s, self.rand),
-            RetryableError,
-            max_tries=self.config.max_attempts,
-            max_time=self.config.max_elapsed_s,
-            jitter=None,
-            giveup=out_of_time,
-            on_backoff=backed_off,
-            logger=None,
-        )
-        async def once() -> T:
-            nonlocal tries
-            tries += 1
-            return await attempt()
-
+        tries = [0]
+        token = _STARTED.set(time.monotonic())
         try:
-            return await once(), tries
+            return await self._call(attempt, label, tries), tries[0]
         except DeliveryError as error:
-            error.attempts = tries
+            error.attempts = tries[0]
             raise
+        finally:
+            _STARTED.reset(token)
+
+    @staticmethod
+    async def _once(attempt: Callable[[], Awaitable[T]], _label: str, tries: list[int]) -> T:
+        tries[0] += 1
+        return await attempt()
+
+    def _out_of_time(self, error: Exception) -> bool:
+        """A server that asks us to wait past the deadline gets no early retry."""
+        elapsed = time.monotonic() - _STARTED.get()
+        return (
+            isinstance(error, RetryableError)
+            and error.retry_after is not None
+            and elapsed + error.retry_after > self.config.max_elapsed_s
+        )
+
+    def _backed_off(self, details: Mapping[str, Any]) -> None:
+        if self.on_retry is not None:
+            self.on_retry(details["args"][1], details["exception"], float(details["wait"]))

@@ -12,6 +12,7 @@ partitions are paused, so memory stays bounded and ``max.poll.interval.ms`` is n
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ T = TypeVar("T")
 RESUME_FRACTION = 0.8
 LAG_REFRESH_S = 10.0
 STARTUP_TIMEOUT_S = 60.0
+GC_THRESHOLD = 50_000
 
 
 class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -92,6 +94,12 @@ class Service:
             self._stopping.set()
 
     async def run(self) -> None:
+        # Thousands of buffered records are alive at once, mostly without reference cycles:
+        # with the default thresholds the cyclic collector keeps re-walking them all, which
+        # measured as a third of the CPU per event. Collect less often; refcounting still
+        # frees everything acyclic at once.
+        gc.freeze()
+        gc.set_threshold(GC_THRESHOLD, 20, 100)
         self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self.stop)

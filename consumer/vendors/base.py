@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 from consumer import metrics
@@ -72,7 +72,11 @@ class VendorClient(ABC):
         self.http = http
         self.base = connection.base_url
         self.auth = self.token_source()
-        self.pacer = Pacer(self.rate_window_s)
+        # The window X-RateLimit-Limit counts over: the vendor's documented one unless the
+        # connection says otherwise (a gateway in front of the vendor may count per second).
+        self.pacer = Pacer(float(connection.get("rate_window_s", self.rate_window_s)))
+        self._duration = metrics.VENDOR_REQUEST_DURATION.labels(self.name)
+        self._requests: dict[str, Any] = {}
 
     @classmethod
     @abstractmethod
@@ -100,11 +104,17 @@ class VendorClient(ABC):
         try:
             response = await self.http.send(self.build(events, token))
         except RetryableError as error:
-            metrics.VENDOR_REQUESTS.labels(self.name, error.retry_reason).inc()
+            self._count(error.retry_reason)
             raise
-        metrics.VENDOR_REQUESTS.labels(self.name, str(response.status)).inc()
-        metrics.VENDOR_REQUEST_DURATION.labels(self.name).observe(response.seconds)
+        self._count(str(response.status))
+        self._duration.observe(response.seconds)
         self.pacer.observe(response.status, response.headers)
         if self.pacer.remaining is not None:
             metrics.RATE_LIMIT_REMAINING.labels(self.name).set(self.pacer.remaining)
         return self.read(response, events, token)
+
+    def _count(self, code: str) -> None:
+        counter = self._requests.get(code)
+        if counter is None:
+            counter = self._requests[code] = metrics.VENDOR_REQUESTS.labels(self.name, code)
+        counter.inc()

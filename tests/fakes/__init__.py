@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
+import time
 from typing import Any
 
 from aiohttp import web
@@ -27,6 +28,37 @@ __all__ = ["FakeVendors", "Received", "Reply", "VendorFake"]
 
 def _secret(name: str) -> str:
     return f"SECRET-{name}-{secrets.token_hex(8)}"
+
+
+def _counting(fake: VendorFake) -> Any:
+    """Count the answers of the update endpoint by status, with the time of each success."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        response: web.StreamResponse = await handler(request)
+        if request.path != "/_stats" and not request.path.endswith(fake.token_paths or ("\0",)):
+            fake.counts[response.status] = fake.counts.get(response.status, 0) + 1
+            if response.status < 300:
+                fake.last_ok = time.monotonic()
+                fake.first_ok = fake.first_ok or fake.last_ok
+                fake.ok += 1
+        return response
+
+    return middleware
+
+
+def _stats(fake: VendorFake) -> Any:
+    async def handler(_: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "by_status": fake.counts,
+                "ok": fake.ok,
+                "first_ok": fake.first_ok,
+                "last_ok": fake.last_ok,
+            }
+        )
+
+    return handler
 
 
 class FakeVendors:
@@ -74,8 +106,8 @@ class FakeVendors:
 
     async def _serve(self) -> None:
         for name, fake in self.fakes.items():
-            app = web.Application()
-            app.add_routes(fake.routes())
+            app = web.Application(middlewares=[_counting(fake)])
+            app.add_routes([*fake.routes(), web.get("/_stats", _stats(fake))])
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -43,10 +43,27 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.fakes")
     parser.add_argument("--chaos", action="store_true", help="answer some requests 429/409/500")
     parser.add_argument("--quiet", action="store_true", help="no live log")
+    parser.add_argument("--latency-ms", type=float, default=0, help="every vendor's latency")
+    parser.add_argument("--webflow-rate", type=float, help="Webflow token bucket, requests/s")
+    parser.add_argument(
+        "--webflow-429-for",
+        type=float,
+        default=0,
+        help="Webflow answers 429 (Retry-After: 2) for this many seconds",
+    )
     args = parser.parse_args()
     fakes = FakeVendors()
     if args.chaos:
         chaos(fakes)
+    for fake in fakes.fakes.values():
+        fake.latency_s = args.latency_ms / 1000
+        fake.keep = False  # the simulator runs long: keep no request history
+    if args.webflow_rate:
+        fakes.webflow.rate_per_s, fakes.webflow.burst = args.webflow_rate, int(args.webflow_rate)
+    if args.webflow_429_for:
+        fakes.webflow.outage(
+            args.webflow_429_for, Reply(429, {"Retry-After": "2"}, {"code": "too_many_requests"})
+        )
     if not args.quiet:
         for fake in fakes.fakes.values():
             fake.on_request = live_log

@@ -54,6 +54,11 @@ class VendorFake:
         self.always: Reply | None = None
         self.every: tuple[int, Reply] | None = None  # every n-th update gets this answer
         self.refuse: dict[str, Reply] = {}  # a request whose path contains the key gets this
+        self.keep = True  # keep every Received (tests); the long-running simulator does not
+        self.counts: dict[int, int] = {}  # answers by status, kept either way
+        self.ok = 0  # successful updates, and when the first and the last happened
+        self.first_ok = self.last_ok = 0.0
+        self._outage: tuple[float, float, Reply] | None = None
         self.latency_s = 0.0
         self._count = 0
         self.tokens: set[str] = set()
@@ -72,10 +77,17 @@ class VendorFake:
         self.latency_s = 0.0
         self.token_requests = 0
         self.tokens |= self.static_tokens
+        self.counts.clear()
+        self.ok, self.first_ok, self.last_ok = 0, 0.0, 0.0
+        self._outage = None
 
     def fail_next(self, *replies: Reply) -> None:
         """The next requests to the update endpoint get these answers, in order."""
         self.script.extend(replies)
+
+    def outage(self, seconds: float, reply: Reply) -> None:
+        """From the next update request on, answer ``reply`` for ``seconds``."""
+        self._outage = (0.0, seconds, reply)
 
     def revoke_tokens(self) -> None:
         """Every access token issued so far stops working (as if it expired)."""
@@ -118,7 +130,8 @@ class VendorFake:
             body=body,
             at=time.monotonic(),
         )
-        self.received.append(received)
+        if self.keep:
+            self.received.append(received)
         if self.on_request is not None:
             self.on_request(received)
         return body
@@ -133,6 +146,13 @@ class VendorFake:
             await asyncio.sleep(self.latency_s)
         self._count += 1
         reply = self.script.popleft() if self.script else self.always
+        if self._outage is not None:
+            began, seconds, outage = self._outage
+            if not began:
+                began = time.monotonic()
+                self._outage = (began, seconds, outage)
+            if time.monotonic() - began < seconds:
+                reply = outage
         for part, refusal in self.refuse.items():
             if part in request.path:
                 reply = refusal

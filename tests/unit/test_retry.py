@@ -65,15 +65,22 @@ def run(policy: RetryPolicy, outcomes: list[Exception | None]) -> tuple[object, 
 
 
 def test_policy_retries_then_succeeds_and_reports_each_backoff() -> None:
-    seen: list[tuple[str, float]] = []
+    seen: list[tuple[str, str, float]] = []
     policy = RetryPolicy(
         RetryConfig(base_delay_s=0.001),
         rand=lambda: 1.0,
-        on_retry=lambda e, w: seen.append((e.retry_reason, w)),
+        on_retry=lambda label, e, w: seen.append((label, e.retry_reason, w)),
     )
-    result = run(policy, [RetryableError("a", retry_reason="conflict"), None])
-    assert result == ("ok", 2)
-    assert seen == [("conflict", 0.001)]
+    calls = iter([RetryableError("a", retry_reason="conflict"), None])
+
+    async def attempt() -> str:
+        error = next(calls)
+        if error is not None:
+            raise error
+        return "ok"
+
+    assert asyncio.run(policy.run(attempt, "webflow")) == ("ok", 2)
+    assert seen == [("webflow", "conflict", 0.001)]
 
 
 def test_policy_stops_at_max_attempts_and_counts_them() -> None:
