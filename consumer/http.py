@@ -69,8 +69,9 @@ class HttpClient:
                 keepalive_timeout=30,
                 ttl_dns_cache=300,
             )
+            # sock_read bounds each read; total bounds a vendor that drips its answer slowly.
             timeout = aiohttp.ClientTimeout(
-                total=None,
+                total=self._config.connect_timeout_s + 2 * self._config.read_timeout_s,
                 sock_connect=self._config.connect_timeout_s,
                 sock_read=self._config.read_timeout_s,
             )

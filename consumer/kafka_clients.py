@@ -68,7 +68,8 @@ def make_producer(config: KafkaConfig, client_id: str, **overrides: Any) -> Kafk
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
-            max_request_size=4 * 1024 * 1024,
+            # a dead-letter carries the original value: allow what the broker allows
+            max_request_size=8 * 1024 * 1024,
             **overrides,
         )
     except KafkaError as exc:

@@ -193,6 +193,7 @@ class LocalKafka:
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
             "log.flush.interval.messages": "9223372036854775807",
+            "message.max.bytes": str(8 * 1024 * 1024),  # hostile-input tests send 2 MB values
         }
         props.update(self.extra_properties or {})
         text = "".join(f"{k}={v}\n" for k, v in props.items())

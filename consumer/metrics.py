@@ -56,6 +56,12 @@ CONSUMER_LAG = Gauge(
     "Records between the committed offset and the end of the partition.",
     ["topic", "partition"],
 )
+PAUSED_PARTITIONS = Gauge(
+    "asset_sync_paused_partitions", "Assigned partitions whose fetching is paused (buffer full)."
+)
+BUFFERED_EVENTS = Gauge(
+    "asset_sync_buffered_events", "Records read but not yet delivered or dead-lettered."
+)
 RATE_LIMIT_REMAINING = Gauge(
     "asset_sync_vendor_rate_limit_remaining",
     "X-RateLimit-Remaining last reported by the vendor.",

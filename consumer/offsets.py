@@ -73,6 +73,14 @@ class OffsetTracker:
             for tp, meta in offsets.items():
                 self._committed[tp] = meta.offset
 
+    def first_unfinished(self, tp: TopicPartition) -> int | None:
+        """Where consumption must resume so that nothing unfinished is skipped."""
+        with self._lock:
+            part = self._partitions.get(tp)
+            if part is None:
+                return None
+            return part.pending[0] if part.pending else part.next_offset
+
     def drop(self, partitions: Iterable[TopicPartition]) -> None:
         """Forget revoked partitions: their records will be consumed again by the new owner."""
         with self._lock:

@@ -63,6 +63,7 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.service.health.joined = True
         self.service.assigned = set(assigned)
+        self.service.resume(set(assigned))
         self.service.refresh_lag_soon()
         log.info(
             "partitions assigned",
@@ -79,6 +80,7 @@ class Service:
         self.health = Health()
         self.tracker = OffsetTracker()
         self.assigned: set[TopicPartition] = set()
+        self._resume_at: dict[TopicPartition, int] = {}
         self._stopping = asyncio.Event()
         self._kafka = ThreadPoolExecutor(1, thread_name_prefix="kafka")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -196,6 +198,8 @@ class Service:
                 log.info("buffer full, fetching paused", extra={"fields": {"pending": pending}})
         elif paused and pending <= limit * RESUME_FRACTION:
             self._consumer.resume(*paused)
+        metrics.PAUSED_PARTITIONS.set(len(self._consumer.paused()))
+        metrics.BUFFERED_EVENTS.set(pending)
 
     def _refresh_lag(self) -> None:
         assert self._consumer is not None
@@ -216,6 +220,16 @@ class Service:
                 except KafkaError:
                     continue
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+
+    def resume(self, assigned: set[TopicPartition]) -> None:
+        """Rebalance (IO thread): a partition that comes straight back keeps kafka-python's
+        fetch position, past the work dropped at revocation; fetch that work again."""
+        assert self._consumer is not None
+        for tp in assigned:
+            offset = self._resume_at.get(tp)
+            if offset is not None:
+                self._consumer.seek(tp, offset)
+        self._resume_at.clear()
 
     def refresh_lag_soon(self) -> None:
         self._last_lag = 0.0
@@ -245,6 +259,10 @@ class Service:
             offsets = self.tracker.to_commit(partitions)
             if offsets:
                 self._consumer.commit_async(offsets)
+        for tp in partitions:
+            offset = self.tracker.first_unfinished(tp)
+            if offset is not None:
+                self._resume_at[tp] = offset
         self.tracker.drop(partitions)
         self.assigned -= partitions
         if self._loop is not None and self._pipeline is not None:

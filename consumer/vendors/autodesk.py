@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from consumer.config import Connection
-from consumer.errors import ConfigError, PermanentError
+from consumer.errors import ConfigError, PermanentError, RetryableError
 from consumer.events import Event
 from consumer.http import HttpClient, HttpRequest, HttpResponse, json_body
 from consumer.vendors.auth import CachedToken, TokenSource, token_body, token_from
@@ -85,9 +85,13 @@ class AutodeskClient(VendorClient):
         if common is not None:
             return [common] * len(events)
         body = response.json()
-        if not isinstance(body, dict):
+        if not isinstance(body, dict):  # a garbled 2xx: the vendor may not have applied it
             return [
-                PermanentError("answer is not an object keyed by asset id", status=response.status)
+                RetryableError(
+                    "answer is not an object keyed by asset id",
+                    status=response.status,
+                    retry_reason="server_error",
+                )
             ] * len(events)
         return [
             None

@@ -108,6 +108,6 @@ class EnosClient(VendorClient):
         detail = f"EnOS code {code}: {message}".rstrip(": ")
         if code in TOKEN_EXPIRED:
             return [AuthExpiredError(detail, status=response.status, token=token)]
-        if code in RETRYABLE:
+        if code in RETRYABLE or code is None:  # None: a garbled answer, not a refusal
             return [RetryableError(detail, status=response.status, retry_reason="server_error")]
         return [PermanentError(detail, status=response.status)]

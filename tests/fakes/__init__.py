@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes.autodesk import AutodeskFake
-from tests.fakes.base import Received, Reply, VendorFake
+from tests.fakes.base import RECEIVED, Received, Reply, VendorFake
 from tests.fakes.enos import EnosFake
 from tests.fakes.lexful import LexfulFake
 from tests.fakes.trelica import TrelicaFake
@@ -36,6 +36,9 @@ def _counting(fake: VendorFake) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         response: web.StreamResponse = await handler(request)
+        received = request.get(RECEIVED)
+        if received is not None:
+            received.status = response.status
         if request.path != "/_stats" and not request.path.endswith(fake.token_paths or ("\0",)):
             fake.counts[response.status] = fake.counts.get(response.status, 0) + 1
             if response.status < 300:

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 
-@dataclass(frozen=True)
+@dataclass
 class Received:
     """One request as the fake saw it."""
 
@@ -29,6 +29,10 @@ class Received:
     headers: dict[str, str]
     body: Any
     at: float
+    status: int = 0  # the answer's status, filled in once answered
+
+
+RECEIVED = web.RequestKey("received", Received)
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class Reply:
     body: Any = None
     delay_s: float = 0.0
     reset: bool = False  # drop the connection instead of answering
+    raw: bytes | None = None  # send these bytes as the body (e.g. invalid JSON)
+    drip_s: float = 0.0  # send the body one byte at a time, this long apart
 
 
 class VendorFake:
@@ -93,6 +99,10 @@ class VendorFake:
         """Every access token issued so far stops working (as if it expired)."""
         self.tokens.clear()
 
+    def succeeded(self) -> list[Received]:
+        """Update requests the fake answered with success."""
+        return [r for r in self.updates() if 200 <= r.status < 300]
+
     def updates(self) -> list[Received]:
         """Requests that reached the update endpoint (token calls excluded)."""
         return [r for r in self.received if not r.path.endswith(self.token_paths)]
@@ -130,6 +140,7 @@ class VendorFake:
             body=body,
             at=time.monotonic(),
         )
+        request[RECEIVED] = received
         if self.keep:
             self.received.append(received)
         if self.on_request is not None:
@@ -166,6 +177,19 @@ class VendorFake:
             assert request.transport is not None
             request.transport.close()
             raise asyncio.CancelledError
+        if reply.drip_s:
+            response = web.StreamResponse(status=reply.status)
+            response.content_type = "application/json"
+            await response.prepare(request)
+            for byte in reply.raw or b'{"status": "slow"}':
+                await response.write(bytes([byte]))
+                await asyncio.sleep(reply.drip_s)
+            await response.write_eof()
+            return response
+        if reply.raw is not None:
+            return web.Response(
+                body=reply.raw, status=reply.status, content_type="application/json"
+            )
         if reply.status == 200 and reply.body is None:
             return None
         return web.json_response(
