@@ -36,16 +36,14 @@ def test_vendor_down_pauses_fetching_and_everything_ends_somewhere(
         dispatch={"max_buffered": 500, "max_in_flight_per_vendor": 50},
     )
     records, expected = updates(5_000, assets=2_000)
+
     # Events keep arriving during the outage
-    feeder = threading.Thread(
-        target=lambda: [
-            (
-                produce(kafka_bootstrap, source_topic, records[i : i + 250]),
-                time.sleep(OUTAGE_S / 25),
-            )
-            for i in range(0, len(records), 250)
-        ]
-    )
+    def feed() -> None:
+        for i in range(0, len(records), 250):
+            produce(kafka_bootstrap, source_topic, records[i : i + 250])
+            time.sleep(OUTAGE_S / 25)
+
+    feeder = threading.Thread(target=feed)
     feeder.start()
     paused, buffered = [], []
     started = time.monotonic()

@@ -8,7 +8,7 @@ import time
 from tests.fakes import FakeVendors
 from tests.integration.conftest import StartService
 from tests.kafka_helpers import consume_all, produce
-from tests.reliability.helpers import delivered, updates
+from tests.reliability.helpers import Record, delivered, updates
 from tests.service_helpers import wait_until
 
 EVENTS = 20_000
@@ -21,7 +21,7 @@ def test_sigkill_ten_times_loses_nothing(
 ) -> None:
     # Given 20k updates for all vendors and some junk on the topic
     records, expected = updates(EVENTS)
-    junk = [(b"junk", f"junk-{i}".encode(), []) for i in range(JUNK)]
+    junk: list[Record] = [(b"junk", f"junk-{i}".encode(), []) for i in range(JUNK)]
     produce(
         kafka_bootstrap, source_topic, [*records[: EVENTS // 2], *junk, *records[EVENTS // 2 :]]
     )
