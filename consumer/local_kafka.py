@@ -110,11 +110,23 @@ class LocalKafka:
     controller_port: int = 0
     heap: str = "768m"
     extra_properties: dict[str, str] | None = None
+    scram_users: dict[str, str] | None = None  # adds a SASL_PLAINTEXT (SCRAM-SHA-512) listener
+    ssl_keystore: Path | None = None  # PEM with key and chain: adds an SSL listener
+    sasl_port: int = 0
+    ssl_port: int = 0
     _proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.sasl_port}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.ssl_port}"
 
     @property
     def log_file(self) -> Path:
@@ -128,6 +140,11 @@ class LocalKafka:
             self.port = self.port or free_port()
             self.controller_port = self.controller_port or free_port()
             self._write_config()
+            scram = [
+                arg
+                for user, password in (self.scram_users or {}).items()
+                for arg in ("--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]")
+            ]
             self._java(
                 libs,
                 "kafka.tools.StorageTool",
@@ -136,6 +153,7 @@ class LocalKafka:
                 _cluster_id(),
                 "-c",
                 str(self.workdir / "server.properties"),
+                *scram,
                 wait=True,
             )
         else:
@@ -195,6 +213,26 @@ class LocalKafka:
             "log.flush.interval.messages": "9223372036854775807",
             "message.max.bytes": str(8 * 1024 * 1024),  # hostile-input tests send 2 MB values
         }
+        listeners = {"PLAINTEXT": self.port}
+        if self.scram_users:
+            self.sasl_port = self.sasl_port or free_port()
+            listeners["SASL_PLAINTEXT"] = self.sasl_port
+            props["sasl.enabled.mechanisms"] = "SCRAM-SHA-512"
+            props["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            )
+        if self.ssl_keystore:
+            self.ssl_port = self.ssl_port or free_port()
+            listeners["SSL"] = self.ssl_port
+            props["ssl.keystore.type"] = "PEM"
+            props["ssl.keystore.location"] = str(self.ssl_keystore)
+            props["ssl.client.auth"] = "none"
+        addresses = ",".join(f"{name}://127.0.0.1:{port}" for name, port in listeners.items())
+        props["listeners"] = f"{addresses},CONTROLLER://127.0.0.1:{self.controller_port}"
+        props["advertised.listeners"] = addresses
+        props["listener.security.protocol.map"] = ",".join(
+            [f"{name}:{name}" for name in listeners] + ["CONTROLLER:PLAINTEXT"]
+        )
         props.update(self.extra_properties or {})
         text = "".join(f"{k}={v}\n" for k, v in props.items())
         (self.workdir / "server.properties").write_text(text)
@@ -205,10 +243,15 @@ class LocalKafka:
             if line.startswith("listeners="):
                 for listener in line.split("=", 1)[1].split(","):
                     name, _, port = listener.rpartition(":")
-                    if name.startswith("PLAINTEXT"):
+                    name = name.split("://")[0]
+                    if name == "PLAINTEXT":
                         self.port = int(port)
-                    elif name.startswith("CONTROLLER"):
+                    elif name == "CONTROLLER":
                         self.controller_port = int(port)
+                    elif name == "SASL_PLAINTEXT":
+                        self.sasl_port = int(port)
+                    elif name == "SSL":
+                        self.ssl_port = int(port)
 
     def _java(
         self, libs: Path, main: str, *args: str, wait: bool = False

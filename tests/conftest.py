@@ -47,10 +47,30 @@ def topic(kafka_bootstrap: str) -> str:
     return create_topic(kafka_bootstrap, unique_topic())
 
 
+SECRETS_KEY = pytest.StashKey[list[str]]()
+
+
 @pytest.fixture(scope="session")
-def vendor_servers() -> Iterator[FakeVendors]:
+def vendor_servers(request: pytest.FixtureRequest) -> Iterator[FakeVendors]:
     with FakeVendors() as fakes:
+        request.config.stash[SECRETS_KEY] = list(fakes.secrets.values())
         yield fakes
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every log the suites wrote (service processes, demo, simulator) is searched for every
+    credential the fakes handed out; one found fails the run."""
+    secrets = session.config.stash.get(SECRETS_KEY, [])
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if not secrets or factory is None:
+        return
+    leaks = []
+    for path in factory.getbasetemp().rglob("*.log"):
+        text = path.read_text(errors="replace")
+        leaks += [f"{path}: {secret[:14]}..." for secret in secrets if secret in text]
+    if leaks:
+        print("\nSECRET LEAK in logs:\n" + "\n".join(leaks))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

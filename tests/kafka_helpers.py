@@ -31,7 +31,9 @@ def produce(
     records: Iterable[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]],
 ) -> int:
     """Produce ``(key, value, headers)`` records with acks=all; return how many."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=8 * 1024 * 1024
+    )
     count = 0
     try:
         for key, value, headers in records:
