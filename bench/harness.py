@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
+from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from consumer.kafka_clients import create_topic
 from consumer.local_kafka import LocalKafka, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,14 +70,7 @@ class Bench:
         self.broker.stop()
 
     def topic(self, partitions: int = 6) -> str:
-        name = f"bench-{uuid.uuid4().hex[:8]}"
-        admin = KafkaAdminClient(bootstrap_servers=self.broker.bootstrap)
-        try:
-            admin.create_topics([NewTopic(name, partitions, 1)])
-            admin.wait_for_topics([name], timeout_ms=10_000)
-        finally:
-            admin.close()
-        return name
+        return create_topic(self.broker.bootstrap, f"bench-{uuid.uuid4().hex[:8]}", partitions)
 
     def preload(self, topic: str, records: list[tuple[bytes, bytes]]) -> float:
         """Produce the records (acks=all); returns seconds taken."""

@@ -102,6 +102,21 @@ def _publish(args: argparse.Namespace) -> int:
     return publish_files(load_config(args.config), args.files, sys.stdout)
 
 
+def _ingest(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from consumer.config import load_config
+    from consumer.ingest import Ingest
+    from consumer.logs import setup_logging
+
+    config = load_config(args.config)
+    setup_logging(config.log_level)
+    ingest = Ingest(config)
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(ingest.run())
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asset-sync",
@@ -136,6 +151,10 @@ def _build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--config", type=Path, required=True)
     publish.add_argument("files", type=Path, nargs="+", metavar="EVENTS")
     publish.set_defaults(func=_publish)
+
+    ingest = sub.add_parser("ingest", help="accept signed webhooks and publish them")
+    ingest.add_argument("--config", type=Path, required=True)
+    ingest.set_defaults(func=_ingest)
 
     demo = sub.add_parser("demo", help="the whole system on one machine")
     demo.add_argument(

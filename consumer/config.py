@@ -29,6 +29,7 @@ SECRET_KEYS = frozenset(
         "app_secret",
         "sasl_plain_password",
         "ssl_password",
+        "secrets",
     }
 )
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -107,6 +108,18 @@ class DispatchConfig:
 
 
 @dataclass(frozen=True)
+class IngestConfig:
+    """``asset-sync ingest``: signed webhooks in, events on the topic."""
+
+    port: int = 8080
+    secrets: Secret | None = None  # comma-separated Standard Webhooks secrets (whsec_...)
+    max_body_bytes: int = 1024 * 1024
+    max_batch: int = 100
+    tolerance_s: float = 300.0
+    publish_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class Connection:
     """One named set of credentials and a base URL for one vendor."""
 
@@ -138,6 +151,7 @@ class Config:
     retry: RetryConfig = field(default_factory=RetryConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     connections: Mapping[str, Mapping[str, Connection]] = field(default_factory=dict)
     log_level: str = "INFO"
 
@@ -168,7 +182,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
 def parse_config(raw: dict[str, Any], environ: Mapping[str, str]) -> Config:
     tree = _apply_overrides(raw, environ)
     tree = _substitute(tree, environ, "")
-    known = {"kafka", "retry", "metrics", "dispatch", "connections", "log_level"}
+    known = {"kafka", "retry", "metrics", "dispatch", "ingest", "connections", "log_level"}
     for key in tree:
         if key not in known:
             raise ConfigError(str(key), f"unknown section (known: {', '.join(sorted(known))})")
@@ -180,6 +194,7 @@ def parse_config(raw: dict[str, Any], environ: Mapping[str, str]) -> Config:
         retry=_section(RetryConfig, tree, "retry"),
         metrics=_section(MetricsConfig, tree, "metrics"),
         dispatch=_section(DispatchConfig, tree, "dispatch"),
+        ingest=_section(IngestConfig, tree, "ingest"),
         connections=_connections(tree.get("connections") or {}),
         log_level=log_level,
     )

@@ -4,14 +4,13 @@ broker acknowledged it with acks=all; until then its offset is not committed."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from kafka import KafkaProducer
 
+from consumer.kafka_clients import send_acked
 from consumer.reasons import Reason
 
 MAX_ERROR_BYTES = 4096
@@ -76,33 +75,11 @@ class DeadLetterWriter:
         self.topic = topic
 
     async def write(self, record: SourceRecord, reason: Reason, error: str, **known: Any) -> None:
-        """Raises ``DeadLetterFailed`` if the broker does not acknowledge (not committed)."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def settle(error: BaseException | None) -> None:
-            if not done.done():
-                if error is None:
-                    done.set_result(None)
-                else:
-                    done.set_exception(DeadLetterFailed(f"{type(error).__name__}: {error}"))
-
-        future = self.producer.send(
+        """Raises ``PublishFailed`` if the broker does not acknowledge (not committed)."""
+        await send_acked(
+            self.producer,
             self.topic,
             key=record.key,
             value=record.value,
             headers=dead_letter_headers(record, reason, error, **known),
         )
-        future.add_callback(lambda _: _post(loop, settle, None))
-        future.add_errback(lambda exc: _post(loop, settle, exc))
-        await done
-
-
-def _post(loop: asyncio.AbstractEventLoop, callback: Any, arg: Any) -> None:
-    """Hand a producer callback (kafka-python's IO thread) to the asyncio loop."""
-    with contextlib.suppress(RuntimeError):  # a closed loop: the service is gone
-        loop.call_soon_threadsafe(callback, arg)
-
-
-class DeadLetterFailed(Exception):
-    """The dead-letter topic did not take the record; it stays uncommitted and is retried."""

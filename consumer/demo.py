@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import IO, Any
 
 import yaml
-from kafka import KafkaAdminClient, KafkaConsumer
-from kafka.admin import NewTopic
+from kafka import KafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.config import parse_config
 from consumer.errors import UsageError
+from consumer.kafka_clients import create_topic
 from consumer.local_kafka import LocalKafka, free_port, is_running
 from consumer.publish import publish_events
 from consumer.samples import invalid_records, sample_events
@@ -74,7 +74,7 @@ def run_demo(
         bootstrap = bootstrap or _broker(workdir, started, out)
         connections = _simulator(workdir, started, quiet, out)
         topic = f"demo-{uuid.uuid4().hex[:6]}"
-        _create_topic(bootstrap, topic)
+        create_topic(bootstrap, topic, partitions=3)
         raw = {
             "kafka": {
                 "bootstrap_servers": bootstrap,
@@ -194,15 +194,6 @@ def _metrics_port() -> int:
             sock.bind(("127.0.0.1", 8000))
             return 8000
     return free_port()
-
-
-def _create_topic(bootstrap: str, topic: str) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(topic, 3, 1)])
-        admin.wait_for_topics([topic], timeout_ms=10_000)
-    finally:
-        admin.close()
 
 
 def _produce_raw(config: Any, records: list[tuple[bytes, bytes]]) -> None:

@@ -24,9 +24,9 @@ class Health:
     broker_ok: bool = True  # the last broker round trip worked
     last_poll: float = field(default_factory=time.monotonic)
 
-    def polled(self) -> None:
+    def polled(self, broker_ok: bool) -> None:
         self.last_poll = time.monotonic()
-        self.broker_ok = True
+        self.broker_ok = broker_ok
 
     def alive(self) -> bool:
         return time.monotonic() - self.last_poll < POLL_STALE_S

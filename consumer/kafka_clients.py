@@ -3,6 +3,7 @@ dead-letter topic created when missing, and kafka-python's errors translated at 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from typing import Any
@@ -115,3 +116,54 @@ def wait_for_partitions(consumer: KafkaConsumer, topic: str, timeout_s: float) -
         if time.monotonic() > deadline:
             raise BrokerError(f"topic {topic!r} does not exist (or has no partitions)")
         time.sleep(0.2)
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 1) -> str:
+    """Create a topic on a PLAINTEXT broker and wait until its metadata is there (the
+    local broker has auto-creation off, like most production clusters)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1)])
+        admin.wait_for_topics([name], timeout_ms=10_000)
+    finally:
+        admin.close()
+    return name
+
+
+class PublishFailed(AssetSyncError):
+    """The broker did not acknowledge a record; the caller keeps it and tries again."""
+
+
+async def send_acked(
+    producer: KafkaProducer,
+    topic: str,
+    *,
+    key: bytes | None,
+    value: bytes | None,
+    headers: list[tuple[str, bytes]],
+) -> None:
+    """Produce one record and return once the broker acknowledged it (acks=all).
+
+    kafka-python calls back on its IO thread; the answer is handed to the asyncio loop.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if not done.done():
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(PublishFailed(f"{type(error).__name__}: {error}"))
+
+    def post(error: BaseException | None) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(settle, error)
+
+    try:
+        future = producer.send(topic, key=key, value=value, headers=headers)
+    except KafkaError as error:
+        raise PublishFailed(f"{type(error).__name__}: {error}") from None
+    future.add_callback(lambda _: post(None))
+    future.add_errback(post)
+    await done

@@ -73,3 +73,13 @@ BATCH_SIZE = Histogram(
     ["vendor"],
     buckets=(1, 2, 5, 10, 20, 50, 100),
 )
+INGEST_REQUESTS = Counter(
+    "asset_sync_ingest_requests_total",
+    "Webhook requests to asset-sync ingest, by answer status.",
+    ["status"],
+)
+INGEST_PUBLISH = Histogram(
+    "asset_sync_ingest_publish_seconds",
+    "From a verified webhook to the broker's acknowledgement of its events.",
+    buckets=LATENCY_BUCKETS,
+)

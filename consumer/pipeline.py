@@ -20,9 +20,10 @@ from kafka.structs import TopicPartition
 
 from consumer import metrics
 from consumer.config import Config
-from consumer.dead_letter import DeadLetterFailed, DeadLetterWriter, SourceRecord
+from consumer.dead_letter import DeadLetterWriter, SourceRecord
 from consumer.dispatcher import Dispatcher
 from consumer.events import Event, Rejection
+from consumer.kafka_clients import PublishFailed
 from consumer.logs import get_logger
 from consumer.offsets import OffsetTracker
 from consumer.outcome import Outcome
@@ -208,7 +209,7 @@ class Pipeline:
                     attempts=outcome.attempts if outcome else None,
                 )
                 break
-            except DeadLetterFailed as failure:
+            except PublishFailed as failure:
                 log.warning(
                     "dead-letter write failed, retrying",
                     extra={"fields": {"offset": record.offset, "error": str(failure)}},

@@ -176,7 +176,7 @@ class Service:
         assert self._consumer is not None
         try:
             batches: dict[TopicPartition, list[Any]] = self._consumer.poll(timeout_ms=100)
-            self.health.polled()
+            self.health.polled(self._coordinator_known())
         except KafkaError as error:
             log.warning("poll failed", extra={"fields": {"error": str(error)}})
             time.sleep(0.5)
@@ -185,6 +185,13 @@ class Service:
         if time.monotonic() - self._last_lag > LAG_REFRESH_S:
             self._refresh_lag()
         return batches
+
+    def _coordinator_known(self) -> bool:
+        """Whether the group coordinator answers. poll() returns quietly while the broker is
+        gone, so readiness asks the coordinator (kafka-python has no public call for it)."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        unknown = getattr(coordinator, "coordinator_unknown", None)
+        return not unknown() if callable(unknown) else True
 
     def _flow_control(self) -> None:
         assert self._consumer is not None

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from consumer.kafka_clients import create_topic
 from consumer.local_kafka import LocalKafka
 from tests.fakes import FakeVendors
-from tests.kafka_helpers import create_topic, unique_topic
+from tests.kafka_helpers import unique_topic
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -7,22 +7,11 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
+from kafka import KafkaConsumer, KafkaProducer
 
 
 def unique_topic(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def create_topic(bootstrap: str, name: str, partitions: int = 1) -> str:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(name, partitions, 1)])
-        admin.wait_for_topics([name], timeout_ms=10_000)
-    finally:
-        admin.close()
-    return name
 
 
 def produce(

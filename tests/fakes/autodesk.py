@@ -7,7 +7,6 @@ Refresh-token grant: ``POST /authentication/v2/token``; each answer rotates the 
 
 from __future__ import annotations
 
-import base64
 import re
 import secrets
 import uuid
@@ -56,8 +55,7 @@ class AutodeskFake(VendorFake):
 
     async def token(self, request: web.Request) -> web.Response:
         await self.record(request)
-        basic = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
-        if request.headers.get("Authorization") != f"Basic {basic}":
+        if not self.basic_ok(request, self.client_id, self.client_secret):
             return self.violation("bad client credentials", 401)
         form = await request.post()
         if (

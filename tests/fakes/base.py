@@ -8,6 +8,7 @@ can assert ``fake.violations == []`` and catch a request the real vendor would r
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import secrets
 import time
@@ -146,6 +147,11 @@ class VendorFake:
         if self.on_request is not None:
             self.on_request(received)
         return body
+
+    def basic_ok(self, request: web.Request, user: str, password: str) -> bool:
+        """HTTP Basic credentials, as the token endpoints take them."""
+        expected = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return request.headers.get("Authorization") == f"Basic {expected}"
 
     def bearer(self, request: web.Request) -> str | None:
         auth = request.headers.get("Authorization", "")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import base64
 import re
 
 from aiohttp import web
@@ -51,8 +50,7 @@ class TrelicaFake(VendorFake):
 
     async def token(self, request: web.Request) -> web.Response:
         await self.record(request)
-        basic = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
-        if request.headers.get("Authorization") != f"Basic {basic}":
+        if not self.basic_ok(request, self.client_id, self.client_secret):
             return self.violation("bad client credentials", 401)
         form = await request.post()
         if form.get("grant_type") != "client_credentials":

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from consumer.kafka_clients import create_topic
 from tests.fakes import FakeVendors
-from tests.kafka_helpers import create_topic, unique_topic
+from tests.kafka_helpers import unique_topic
 from tests.service_helpers import ServiceProcess, service_config
 
 StartService = Callable[..., ServiceProcess]

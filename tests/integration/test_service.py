@@ -9,9 +9,10 @@ from typing import Any
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
+from consumer.kafka_clients import create_topic
 from tests.fakes import FakeVendors, Reply
 from tests.integration.conftest import StartService
-from tests.kafka_helpers import consume_all, create_topic, produce, unique_topic
+from tests.kafka_helpers import consume_all, produce, unique_topic
 from tests.samples import encode, event_for, marked, received_markers
 from tests.service_helpers import wait_until
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import yaml
 
 from consumer.dead_letter import SourceRecord, dead_letter_headers
+from consumer.kafka_clients import create_topic
 from consumer.reasons import Reason
-from tests.kafka_helpers import consume_all, create_topic, produce, unique_topic
+from tests.kafka_helpers import consume_all, produce, unique_topic
 from tests.samples import EXAMPLES, event_for
 
 

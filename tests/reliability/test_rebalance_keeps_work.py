@@ -11,9 +11,10 @@ import time
 
 from kafka import KafkaConsumer
 
+from consumer.kafka_clients import create_topic
 from tests.fakes import FakeVendors
 from tests.integration.conftest import StartService
-from tests.kafka_helpers import create_topic, produce, unique_topic
+from tests.kafka_helpers import produce, unique_topic
 from tests.reliability.helpers import delivered, updates
 from tests.service_helpers import wait_until
 

@@ -14,9 +14,10 @@ import trustme
 import yaml
 from cryptography.hazmat.primitives import serialization
 
+from consumer.kafka_clients import create_topic
 from consumer.local_kafka import LocalKafka, free_port
 from tests.fakes import FakeVendors, Reply
-from tests.kafka_helpers import consume_all, create_topic, produce, unique_topic
+from tests.kafka_helpers import consume_all, produce, unique_topic
 from tests.samples import encode, marked
 from tests.service_helpers import ServiceProcess, service_config, wait_until
 

@@ -211,3 +211,10 @@ def test_compose_file_matches_the_compose_spec() -> None:
 def test_secret_example_holds_no_real_secret() -> None:
     values = yaml.safe_load((BASE / "secret.example.yaml").read_text())["stringData"].values()
     assert all(v in ("replace-me", "apigw.example.com") for v in values)
+
+
+def test_ingest_manifests_pass_strict_kubernetes_schemas() -> None:
+    out = run(
+        tool("kubernetes-validate"), "--strict", "--quiet", str(DEPLOY / "ingest" / "ingest.yaml")
+    )
+    assert "ERROR" not in out
