@@ -106,6 +106,8 @@ class VendorClient(ABC):
         except RetryableError as error:
             self._count(error.retry_reason)
             raise
+        finally:
+            self.pacer.answered()
         self._count(str(response.status))
         self._duration.observe(response.seconds)
         self.pacer.observe(response.status, response.headers)

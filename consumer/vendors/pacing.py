@@ -1,8 +1,12 @@
 """Pacing from the vendor's own rate-limit headers, so that 429s are the exception.
 
-After a 429 with ``Retry-After`` every request of the connection waits until then (one
-sleeper, not a thundering herd). When ``X-RateLimit-Remaining`` runs low, requests are spaced
-``window / X-RateLimit-Limit`` apart until the budget recovers.
+Once a vendor has told its limit (``X-RateLimit-Limit`` per window), requests go through a
+local token bucket of that size refilled at ``limit / window``: a burst up to what the vendor
+says remains, then an even pace at the vendor's rate. Each waiting request reserves its own
+slot, so hundreds of concurrent deliveries are spaced out instead of released together.
+After a 429 the bucket is emptied and nothing goes before its ``Retry-After``. Until the
+first answer has arrived the limit is unknown, so the first request goes alone (a probe)
+instead of a wave of hundreds that would mostly be refused.
 """
 
 from __future__ import annotations
@@ -13,47 +17,72 @@ from collections.abc import Callable, Mapping
 
 from consumer.retry import parse_retry_after
 
-LOW_WATER_FRACTION = 0.1
-
 
 class Pacer:
     def __init__(self, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.window_s = window_s
         self.clock = clock
         self.blocked_until = 0.0
-        self.next_slot = 0.0
-        self.interval = 0.0
-        self.remaining: int | None = None
         self.limit: int | None = None
+        self.remaining: int | None = None
+        self.tokens = 0.0  # may go negative: requests that reserved a future slot
+        self._refilled = clock()
+        self._probe_sent = False
+        self._answered: asyncio.Event | None = None
+
+    @property
+    def rate(self) -> float:
+        """Requests per second the vendor allows (0 while it has not said)."""
+        return self.limit / self.window_s if self.limit else 0.0
+
+    def _refill(self, now: float) -> None:
+        if self.limit:
+            self.tokens = min(float(self.limit), self.tokens + (now - self._refilled) * self.rate)
+        self._refilled = now
+
+    def answered(self) -> None:
+        """The vendor answered (or the attempt failed): the probe is over."""
+        self._probe_sent = True
+        if self._answered is None:
+            self._answered = asyncio.Event()
+        self._answered.set()
 
     async def wait(self) -> None:
+        if self._answered is None or not self._answered.is_set():
+            if self._probe_sent:
+                if self._answered is None:
+                    self._answered = asyncio.Event()
+                await self._answered.wait()
+            else:
+                self._probe_sent = True
         now = self.clock()
         start = max(now, self.blocked_until)
-        if self.interval:
-            start = max(start, self.next_slot)
-            self.next_slot = start + self.interval
+        if self.limit:
+            self._refill(now)
+            self.tokens -= 1
+            if self.tokens < 0:  # this request's slot is -tokens / rate from now
+                start = max(start, now + -self.tokens / self.rate)
         if start > now:
             await asyncio.sleep(start - now)
 
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
         remaining = _int(headers.get("X-RateLimit-Remaining"))
         limit = _int(headers.get("X-RateLimit-Limit"))
-        if limit:
+        now = self.clock()
+        if limit and limit != self.limit:
+            self._refill(now)
+            first = self.limit is None
             self.limit = limit
+            if first:  # start from what the vendor says is left
+                self.tokens = float(remaining if remaining is not None else limit)
         if remaining is not None:
             self.remaining = remaining
         if status == 429:
             wait = parse_retry_after(headers.get("Retry-After"))
             if wait is not None:
-                self.blocked_until = max(self.blocked_until, self.clock() + wait)
-        if (
-            self.limit
-            and self.remaining is not None
-            and (self.remaining <= self.limit * LOW_WATER_FRACTION or status == 429)
-        ):
-            self.interval = self.window_s / self.limit
-        else:
-            self.interval = 0.0
+                self.blocked_until = max(self.blocked_until, now + wait)
+            self._refill(now)
+            self.tokens = min(self.tokens, 0.0)
 
 
 def _int(value: str | None) -> int | None:

@@ -106,17 +106,65 @@ class Clock:
         return self.now
 
 
-def test_pacer_holds_every_request_after_a_429_until_retry_after() -> None:
-    clock = Clock()
-    pacer = Pacer(60.0, clock)
+def sleeps(pacer: Pacer, count: int, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The delay each of ``count`` concurrent requests is given, on a frozen clock."""
+    delays: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        delays.append(round(seconds, 3))
+
+    monkeypatch.setattr("consumer.vendors.pacing.asyncio.sleep", fake_sleep)
+
+    async def all_wait() -> None:
+        pacer.answered()  # past the first probing request
+        for _ in range(count):
+            await pacer.wait()
+
+    asyncio.run(all_wait())
+    return delays
+
+
+def test_pacer_holds_every_request_after_a_429_then_paces_at_the_vendors_rate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pacer = Pacer(60.0, Clock())
     pacer.observe(
         429, {"Retry-After": "2", "X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "60"}
     )
     assert pacer.blocked_until == 102.0
-    assert pacer.interval == 1.0  # spaced window/limit apart while the budget is low
+    # nothing before Retry-After, then one request a second (60 a minute)
+    assert sleeps(pacer, 5, monkeypatch) == [2.0, 2.0, 3.0, 4.0, 5.0]
 
 
-def test_pacer_runs_free_while_budget_is_plentiful() -> None:
+def test_pacer_bursts_what_remains_then_spaces_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    pacer = Pacer(1.0, Clock())
+    pacer.observe(200, {"X-RateLimit-Remaining": "3", "X-RateLimit-Limit": "50"})
+    assert sleeps(pacer, 6, monkeypatch) == [0.02, 0.04, 0.06]  # 3 at once, then 50/s
+    assert pacer.blocked_until == 0.0
+
+
+def test_pacer_without_headers_never_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     pacer = Pacer(60.0, Clock())
-    pacer.observe(200, {"X-RateLimit-Remaining": "55", "X-RateLimit-Limit": "60"})
-    assert pacer.interval == 0.0 and pacer.blocked_until == 0.0
+    pacer.observe(200, {})
+    assert sleeps(pacer, 100, monkeypatch) == []
+
+
+def test_pacer_lets_one_probe_go_before_the_limit_is_known() -> None:
+    pacer = Pacer(1.0, Clock())
+    order: list[str] = []
+
+    async def request(name: str) -> None:
+        await pacer.wait()
+        order.append(name)
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(request("probe"))
+        others = [asyncio.ensure_future(request(f"r{i}")) for i in range(3)]
+        await asyncio.sleep(0.01)
+        assert order == ["probe"]  # the others wait for the probe's answer
+        pacer.observe(200, {"X-RateLimit-Remaining": "10", "X-RateLimit-Limit": "50"})
+        pacer.answered()
+        await asyncio.gather(first, *others)
+
+    asyncio.run(scenario())
+    assert order == ["probe", "r0", "r1", "r2"]
