@@ -54,21 +54,13 @@ def _run(args: argparse.Namespace) -> int:
     import asyncio
 
     from consumer.config import load_config
-    from consumer.kafka_clients import BrokerError
     from consumer.logs import setup_logging
     from consumer.service import Service
 
     config = load_config(args.config)
     setup_logging(config.log_level)
-    try:
-        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            runner.run(Service(config).run())
-    except BrokerError as exc:
-        print(f"asset-sync run: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # e.g. the metrics port is taken
-        print(f"asset-sync run: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(Service(config).run())
     return 0
 
 
@@ -180,6 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except AssetSyncError as exc:  # e.g. an unreachable broker
         print(f"asset-sync {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. a port that is taken
+        print(f"asset-sync {args.command}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
