@@ -18,14 +18,6 @@ from consumer.errors import AssetSyncError, ConfigError, UsageError
 EXIT_USAGE = 2
 
 
-def _not_yet(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(_: argparse.Namespace) -> int:
-        print(f"asset-sync {name}: not yet implemented", file=sys.stderr)
-        return EXIT_USAGE
-
-    return run
-
-
 def _validate(args: argparse.Namespace) -> int:
     from consumer.validate_files import validate_files
 

@@ -112,10 +112,6 @@ class Pipeline:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    @property
-    def busy(self) -> int:
-        return len(self._tasks)
-
     # --- work -------------------------------------------------------------------------------
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coroutine)

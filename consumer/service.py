@@ -62,7 +62,6 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.service.health.joined = True
-        self.service.assigned = set(assigned)
         self.service.resume(set(assigned))
         self.service.refresh_lag_soon()
         log.info(
@@ -79,7 +78,6 @@ class Service:
         self.client_id = client_id
         self.health = Health()
         self.tracker = OffsetTracker()
-        self.assigned: set[TopicPartition] = set()
         self._resume_at: dict[TopicPartition, int] = {}
         self._stopping = asyncio.Event()
         self._kafka = ThreadPoolExecutor(1, thread_name_prefix="kafka")
@@ -271,7 +269,6 @@ class Service:
             if offset is not None:
                 self._resume_at[tp] = offset
         self.tracker.drop(partitions)
-        self.assigned -= partitions
         if self._loop is not None and self._pipeline is not None:
             self._loop.call_soon_threadsafe(self._pipeline.drop, partitions)
         log.info(
