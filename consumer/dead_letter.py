@@ -76,10 +76,5 @@ class DeadLetterWriter:
 
     async def write(self, record: SourceRecord, reason: Reason, error: str, **known: Any) -> None:
         """Raises ``PublishFailed`` if the broker does not acknowledge (not committed)."""
-        await send_acked(
-            self.producer,
-            self.topic,
-            key=record.key,
-            value=record.value,
-            headers=dead_letter_headers(record, reason, error, **known),
-        )
+        headers = dead_letter_headers(record, reason, error, **known)
+        await send_acked(self.producer, self.topic, [(record.key, record.value, headers)])

@@ -26,7 +26,7 @@ from consumer.config import Config
 from consumer.errors import ConfigError
 from consumer.events import STRUCTURED_CONTENT_TYPE, Event, Rejection, validate_document
 from consumer.health import Health, HealthServer
-from consumer.kafka_clients import PublishFailed, make_producer, send_acked
+from consumer.kafka_clients import PublishFailed, Record, make_producer, send_acked
 from consumer.logs import get_logger
 from consumer.publish import record_key
 from consumer.recent import RecentIds
@@ -134,18 +134,15 @@ class Ingest:
 
     async def _publish(self, webhook_id: str, events: list[tuple[Event, Any]]) -> web.Response:
         started = time.monotonic()
-        sends = [
-            send_acked(
-                self.producer,
-                self.config.kafka.topic,
-                key=record_key(event),
-                value=json.dumps(item).encode(),
-                headers=[("content-type", STRUCTURED_CONTENT_TYPE.encode())],
-            )
-            for event, item in events
+        header = [("content-type", STRUCTURED_CONTENT_TYPE.encode())]
+        records: list[Record] = [
+            (record_key(event), json.dumps(item).encode(), header) for event, item in events
         ]
         try:
-            await asyncio.wait_for(asyncio.gather(*sends), self.settings.publish_timeout_s)
+            await asyncio.wait_for(
+                send_acked(self.producer, self.config.kafka.topic, records),
+                self.settings.publish_timeout_s,
+            )
         except (PublishFailed, TimeoutError) as error:
             log.warning(
                 "publish failed",

@@ -69,6 +69,7 @@ def make_producer(config: KafkaConfig, client_id: str, **overrides: Any) -> Kafk
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
+            max_block_ms=10_000,  # a broker that is gone fails the send; callers retry
             # a dead-letter carries the original value: allow what the broker allows
             max_request_size=8 * 1024 * 1024,
             **overrides,
@@ -134,36 +135,40 @@ class PublishFailed(AssetSyncError):
     """The broker did not acknowledge a record; the caller keeps it and tries again."""
 
 
-async def send_acked(
-    producer: KafkaProducer,
-    topic: str,
-    *,
-    key: bytes | None,
-    value: bytes | None,
-    headers: list[tuple[str, bytes]],
-) -> None:
-    """Produce one record and return once the broker acknowledged it (acks=all).
+Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 
-    kafka-python calls back on its IO thread; the answer is handed to the asyncio loop.
+
+async def send_acked(producer: KafkaProducer, topic: str, records: list[Record]) -> None:
+    """Produce ``(key, value, headers)`` records in this order and return once the broker
+    acknowledged every one (acks=all); raises ``PublishFailed`` otherwise.
+
+    ``send()`` can block (waiting for metadata or buffer space), so it runs off the event
+    loop; kafka-python calls back on its IO thread, and the answers are handed to the loop.
     """
     loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
+    done = [loop.create_future() for _ in records]
 
-    def settle(error: BaseException | None) -> None:
-        if not done.done():
+    def settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+        if not future.done():
             if error is None:
-                done.set_result(None)
+                future.set_result(None)
             else:
-                done.set_exception(PublishFailed(f"{type(error).__name__}: {error}"))
+                future.set_exception(PublishFailed(f"{type(error).__name__}: {error}"))
 
-    def post(error: BaseException | None) -> None:
+    def post(future: asyncio.Future[None], error: BaseException | None) -> None:
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-            loop.call_soon_threadsafe(settle, error)
+            loop.call_soon_threadsafe(settle, future, error)
+
+    def send_all() -> None:
+        for (key, value, headers), future in zip(records, done, strict=True):
+            sent = producer.send(topic, key=key, value=value, headers=headers)
+            sent.add_callback(lambda _, f=future: post(f, None))
+            sent.add_errback(lambda error, f=future: post(f, error))
 
     try:
-        future = producer.send(topic, key=key, value=value, headers=headers)
+        await loop.run_in_executor(None, send_all)
     except KafkaError as error:
+        for future in done:
+            future.cancel()
         raise PublishFailed(f"{type(error).__name__}: {error}") from None
-    future.add_callback(lambda _: post(None))
-    future.add_errback(post)
-    await done
+    await asyncio.gather(*done)

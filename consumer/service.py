@@ -46,6 +46,9 @@ RESUME_FRACTION = 0.8
 LAG_REFRESH_S = 10.0
 STARTUP_TIMEOUT_S = 60.0
 GC_THRESHOLD = 50_000
+# Blocking consumer calls get a deadline: without one kafka-python waits for a broker that is
+# gone for as long as it is gone, and the poll loop (the group heartbeat's partner) stops.
+BROKER_CALL_MS = 5_000
 
 
 class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -211,7 +214,11 @@ class Service:
         self._last_lag = time.monotonic()
         assignment = self._consumer.assignment()
         try:
-            ends = self._consumer.end_offsets(list(assignment)) if assignment else {}
+            ends = (
+                self._consumer.end_offsets(list(assignment), timeout_ms=BROKER_CALL_MS)
+                if assignment
+                else {}
+            )
             self.health.broker_ok = True
         except KafkaError:
             self.health.broker_ok = False
@@ -221,7 +228,7 @@ class Service:
             position = committed.get(tp)
             if position is None:
                 try:
-                    position = self._consumer.committed(tp) or 0
+                    position = self._consumer.committed(tp, timeout_ms=BROKER_CALL_MS) or 0
                 except KafkaError:
                     continue
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
@@ -253,7 +260,7 @@ class Service:
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         assert self._consumer is not None
         try:
-            self._consumer.commit(offsets)
+            self._consumer.commit(offsets, timeout_ms=BROKER_CALL_MS)
             self.tracker.committed(offsets)
         except (CommitFailedError, KafkaError) as error:
             log.warning("commit failed; will retry", extra={"fields": {"error": str(error)}})

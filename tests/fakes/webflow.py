@@ -14,6 +14,7 @@ from aiohttp import web
 
 from tests.fakes.base import VendorFake
 
+UNLIMITED = 1_000_000
 OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
 
 
@@ -36,8 +37,8 @@ class WebflowFake(VendorFake):
         return [web.patch("/v2/assets/{asset_id}", self.update)]
 
     def _take(self) -> tuple[bool, int]:
-        if self.rate_per_s is None:
-            return True, self.burst
+        if self.rate_per_s is None:  # unlimited: advertise a limit no test will reach
+            return True, UNLIMITED
         now = time.monotonic()
         self._bucket = min(self.burst, self._bucket + (now - self._last) * self.rate_per_s)
         self._last = now
@@ -57,7 +58,8 @@ class WebflowFake(VendorFake):
         if extra := set(body) - {"displayName", "localeId"}:
             return self.violation(f"fields not accepted: {sorted(extra)}")
         allowed, remaining = self._take()
-        limits = {"X-RateLimit-Limit": str(self.burst), "X-RateLimit-Remaining": str(remaining)}
+        limit = self.burst if self.rate_per_s is not None else UNLIMITED
+        limits = {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(remaining)}
         if not allowed:
             self.limited += 1
             wait = math.ceil(1 / self.rate_per_s) if self.rate_per_s else 60

@@ -38,6 +38,15 @@ def test_service_rides_out_a_broker_restart(
         own_broker.bootstrap, topic, vendors, dispatch={"commit_interval_s": 0.5}
     )
     service = ServiceProcess(config, tmp_path).start()
+    try:
+        run_through_restart(own_broker, service, vendors, topic)
+    finally:
+        service.stop()
+
+
+def run_through_restart(
+    own_broker: LocalKafka, service: ServiceProcess, vendors: FakeVendors, topic: str
+) -> None:
     records, expected = updates(1_500, assets=300)
     producer = KafkaProducer(
         bootstrap_servers=own_broker.bootstrap,
