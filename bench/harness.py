@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -126,6 +127,13 @@ class Service:
             stderr=open(f"{config}.log", "wb"),  # noqa: SIM115
             env={**os.environ},
         )
+        self.profiler: subprocess.Popen[bytes] | None = None
+        if profile := os.environ.get("BENCH_PROFILE"):  # py-spy collapsed stacks per process
+            out = f"{profile}/{config.stem}.folded"
+            spy = ["py-spy", "record", "--rate", "100", "--nonblocking", "--format", "raw"]
+            self.profiler = subprocess.Popen(
+                [*spy, "--pid", str(self.proc.pid), "--output", out], stdout=subprocess.DEVNULL
+            )
 
     def samples(self) -> list[Any]:
         url = f"http://127.0.0.1:{self.port}/metrics"
@@ -151,6 +159,9 @@ class Service:
         return 0.0
 
     def stop(self) -> None:
+        if self.profiler is not None:
+            self.profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            self.profiler.wait(60)
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -24,18 +24,19 @@ class Batcher:
         self.max_size = max_size
         self.linger_s = linger_s
         self._pending: dict[str, list[Waiting]] = {}
+        self._assets: dict[str, set[str]] = {}  # asset ids in each pending batch
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, event: Event) -> Result:
         """Add the event to its group's batch and wait for its own result."""
         key = self.client.batch_key(event)
-        batch = self._pending.get(key, [])
-        if any(waiting.asset_id == event.asset_id for waiting, _ in batch):
+        if event.asset_id in self._assets.get(key, ()):
             self._flush(key)  # one body cannot carry two updates of the same asset
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         batch = self._pending.setdefault(key, [])
         batch.append((event, future))
+        self._assets.setdefault(key, set()).add(event.asset_id)
         if len(batch) >= self.max_size:
             self._flush(key)
         elif len(batch) == 1:
@@ -49,6 +50,7 @@ class Batcher:
         if timer is not None:
             timer.cancel()
         batch = self._pending.pop(key, None)
+        self._assets.pop(key, None)
         if batch:
             task = asyncio.create_task(self._send(batch))
             self._tasks.add(task)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -84,7 +84,6 @@ class Event:
     connection: str
     data: dict[str, Any]
     time: str | None = None
-    attributes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def asset_id(self) -> str:
@@ -209,7 +208,6 @@ def validate_document(document: Any, schemas: SchemaSet | None = None) -> Event 
         connection=document.get("connection", "default"),
         data=document["data"],
         time=document.get("time"),
-        attributes={k: v for k, v in document.items() if k != "data"},
     )
 
 

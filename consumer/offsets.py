@@ -32,7 +32,9 @@ class OffsetTracker:
     def add(self, tp: TopicPartition, offset: int) -> None:
         """A record was handed to the pipeline."""
         with self._lock:
-            part = self._partitions.setdefault(tp, _Partition())
+            part = self._partitions.get(tp)
+            if part is None:
+                part = self._partitions[tp] = _Partition()
             part.pending.append(offset)
 
     def finish(self, tp: TopicPartition, offset: int) -> None:

@@ -3,16 +3,20 @@
 Each asset (vendor, connection, asset id) has a queue delivered strictly in arrival order;
 different assets run concurrently. A delivery holds a slot of its vendor and a slot of the
 whole service for its full life, back-off included, so a vendor that is slow, rate-limited or
-down can only ever take its own share. Every record ends delivered or dead-lettered (the
-dead-letter acknowledged), and only then is its offset finished.
+down can only ever take its own share (a batched vendor's slots count calls, not deliveries).
+Every record ends delivered or dead-lettered (the dead-letter acknowledged), and only then is
+its offset finished.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Coroutine
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,9 +60,19 @@ class Pipeline:
         self.dead_letters = dead_letters
         self.tracker = tracker
         self.recent = RecentIds(config.dispatch.dedup_window_s)
-        self._all_slots = asyncio.Semaphore(config.dispatch.max_in_flight)
+        dispatch = config.dispatch
+        all_slots = asyncio.Semaphore(dispatch.max_in_flight)
+        # A batched vendor's call carries up to batch_max deliveries, so its limit counts
+        # calls (max_in_flight_per_vendor of them); counting its deliveries one by one
+        # would cap a call at a few events. It stays outside the all-vendors count.
         self._vendor_slots = {
-            v: asyncio.Semaphore(config.dispatch.max_in_flight_per_vendor) for v in VENDORS
+            v: asyncio.Semaphore(
+                dispatch.max_in_flight_per_vendor * (dispatch.batch_max if c.batched else 1)
+            )
+            for v, c in VENDORS.items()
+        }
+        self._shared_slots: dict[str, AbstractAsyncContextManager[Any]] = {
+            v: contextlib.nullcontext() if c.batched else all_slots for v, c in VENDORS.items()
         }
         self._queues: dict[tuple[str, str, str], deque[Work]] = {}
         self._drains: dict[tuple[str, str, str], asyncio.Task[None]] = {}
@@ -79,12 +93,13 @@ class Pipeline:
             self._spawn(self._dead_letter(record, tp, parsed.reason, parsed.message()))
             return
         work = Work(record, parsed, tp)
-        queue = self._queues.get(parsed.asset_key)
+        key = parsed.asset_key
+        queue = self._queues.get(key)
         if queue is not None:
             queue.append(work)
         else:
-            self._queues[parsed.asset_key] = deque([work])
-            self._drains[parsed.asset_key] = self._spawn(self._drain(parsed.asset_key))
+            self._queues[key] = deque([work])
+            self._drains[key] = self._spawn(self._drain(key))
 
     def drop(self, partitions: set[TopicPartition]) -> None:
         """Partitions were revoked: stop their work; the new owner will consume it again."""
@@ -155,7 +170,7 @@ class Pipeline:
             self.tracker.finish(work.tp, work.record.offset)
             return
         gauge = self._inflight[event.vendor]
-        async with self._vendor_slots[event.vendor], self._all_slots:
+        async with self._vendor_slots[event.vendor], self._shared_slots[event.vendor]:
             gauge.inc()
             try:
                 outcome = await self.dispatcher.deliver(event)
@@ -228,6 +243,8 @@ class Pipeline:
         self.tracker.finish(tp, record.offset)
 
     def _log(self, message: str, work: Work, outcome: str, attempts: int) -> None:
+        if not log.isEnabledFor(logging.INFO):  # one line per event: skip building it
+            return
         log.info(
             message,
             extra={

@@ -63,8 +63,8 @@ _STARTED: ContextVar[float] = ContextVar("asset_sync_retry_started")
 class RetryPolicy:
     """Runs deliveries with retries; ``on_retry(label, error, wait)`` observes every back-off.
 
-    The backoff-decorated function is built once, not per delivery: building it costs more
-    than a whole delivery on the hot path.
+    The backoff-decorated function is built once, not per delivery, and only entered after a
+    first attempt failed: its set-up per call costs as much as the rest of a delivery.
     """
 
     def __init__(
@@ -94,8 +94,16 @@ class RetryPolicy:
         ``RetryableError`` that outlives ``max_attempts`` or ``max_elapsed_s``, is raised with
         ``attempts`` set on it.
         """
-        tries = [0]
-        token = _STARTED.set(time.monotonic())
+        started = time.monotonic()
+        try:  # most deliveries succeed at once: no backoff set-up for them
+            return await attempt(), 1
+        except RetryableError as error:
+            first: RetryableError | None = error
+        except DeliveryError as error:
+            error.attempts = 1
+            raise
+        tries: list[Any] = [1, first]
+        token = _STARTED.set(started)
         try:
             return await self._call(attempt, label, tries), tries[0]
         except DeliveryError as error:
@@ -105,7 +113,12 @@ class RetryPolicy:
             _STARTED.reset(token)
 
     @staticmethod
-    async def _once(attempt: Callable[[], Awaitable[T]], _label: str, tries: list[int]) -> T:
+    async def _once(attempt: Callable[[], Awaitable[T]], _label: str, tries: list[Any]) -> T:
+        """backoff's first call re-raises the first attempt's error (already made in
+        ``run``), so backoff waits, counts and gives up exactly as if it had made it."""
+        if tries[1] is not None:
+            error, tries[1] = tries[1], None
+            raise error
         tries[0] += 1
         return await attempt()
 
