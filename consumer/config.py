@@ -98,6 +98,7 @@ class DispatchConfig:
     max_in_flight: int = 1024
     max_in_flight_per_vendor: int = 256
     max_buffered: int = 10_000
+    max_uncommitted: int = 200_000
     commit_interval_s: float = 1.0
     dedup_window_s: float = 600.0
     connect_timeout_s: float = 5.0
@@ -347,6 +348,11 @@ def _check_ranges(config: Config) -> None:
         ),
         ("dispatch.batch_max", 1 <= config.dispatch.batch_max <= 100, "must be 1..100"),
         ("dispatch.max_buffered", config.dispatch.max_buffered >= 1, "must be at least 1"),
+        (
+            "dispatch.max_uncommitted",
+            config.dispatch.max_uncommitted >= config.dispatch.max_buffered,
+            "must be at least dispatch.max_buffered",
+        ),
         ("dispatch.commit_interval_s", config.dispatch.commit_interval_s > 0, "must be positive"),
         ("dispatch.read_timeout_s", config.dispatch.read_timeout_s > 0, "must be positive"),
         ("dispatch.connect_timeout_s", config.dispatch.connect_timeout_s > 0, "must be positive"),

@@ -50,7 +50,14 @@ class OffsetTracker:
                 part.done.discard(finished)
                 part.next_offset = finished + 1
 
-    def pending(self) -> int:
+    def unfinished(self) -> int:
+        """Records handed over and not finished yet: what holds memory."""
+        with self._lock:
+            return sum(len(p.pending) - len(p.done) for p in self._partitions.values())
+
+    def uncommitted(self) -> int:
+        """Records from the oldest unfinished one on, finished or not: what a restart would
+        consume again. One slow record lets this grow while the others finish."""
         with self._lock:
             return sum(len(p.pending) for p in self._partitions.values())
 

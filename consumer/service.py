@@ -196,18 +196,23 @@ class Service:
 
     def _flow_control(self) -> None:
         assert self._consumer is not None
-        limit = self.config.dispatch.max_buffered
-        pending = self.tracker.pending()
+        dispatch = self.config.dispatch
+        unfinished, uncommitted = self.tracker.unfinished(), self.tracker.uncommitted()
+        # Memory follows the unfinished records; the uncommitted span (one slow record
+        # holding the commit point while the rest finish) costs an offset each and bounds
+        # what a restart re-delivers.
+        load = max(unfinished / dispatch.max_buffered, uncommitted / dispatch.max_uncommitted)
         paused = self._consumer.paused()
-        if pending >= limit:
+        if load >= 1:
             unpaused = self._consumer.assignment() - paused
             if unpaused:
                 self._consumer.pause(*unpaused)
-                log.info("buffer full, fetching paused", extra={"fields": {"pending": pending}})
-        elif paused and pending <= limit * RESUME_FRACTION:
+                fields = {"unfinished": unfinished, "uncommitted": uncommitted}
+                log.info("buffer full, fetching paused", extra={"fields": fields})
+        elif paused and load <= RESUME_FRACTION:
             self._consumer.resume(*paused)
         metrics.PAUSED_PARTITIONS.set(len(self._consumer.paused()))
-        metrics.BUFFERED_EVENTS.set(pending)
+        metrics.BUFFERED_EVENTS.set(unfinished)
 
     def _refresh_lag(self) -> None:
         assert self._consumer is not None
@@ -297,7 +302,7 @@ class Service:
             if not await self._pipeline.wait_idle(grace):
                 log.warning(
                     "grace period over; unfinished records will be consumed again",
-                    extra={"fields": {"pending": self.tracker.pending()}},
+                    extra={"fields": {"unfinished": self.tracker.unfinished()}},
                 )
             await self._pipeline.cancel_all()
             await self._maybe_commit(force=True)

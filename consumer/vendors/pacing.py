@@ -6,7 +6,9 @@ says remains, then an even pace at the vendor's rate. Each waiting request reser
 slot, so hundreds of concurrent deliveries are spaced out instead of released together.
 After a 429 the bucket is emptied and nothing goes before its ``Retry-After``. Until the
 first answer has arrived the limit is unknown, so the first request goes alone (a probe)
-instead of a wave of hundreds that would mostly be refused.
+instead of a wave of hundreds that would mostly be refused; after a 429, likewise, one probe
+goes when the wait is over, and the rest follow its success (a vendor that refuses everything
+for minutes costs one call per ``Retry-After``, not one per waiting delivery).
 """
 
 from __future__ import annotations
@@ -48,22 +50,28 @@ class Pacer:
         self._answered.set()
 
     async def wait(self) -> None:
-        if self._answered is None or not self._answered.is_set():
-            if self._probe_sent:
-                if self._answered is None:
-                    self._answered = asyncio.Event()
-                await self._answered.wait()
-            else:
-                self._probe_sent = True
-        now = self.clock()
-        start = max(now, self.blocked_until)
-        if self.limit:
-            self._refill(now)
-            self.tokens -= 1
-            if self.tokens < 0:  # this request's slot is -tokens / rate from now
-                start = max(start, now + -self.tokens / self.rate)
-        if start > now:
-            await asyncio.sleep(start - now)
+        probe = False
+        while True:
+            if not probe and not (self._answered is not None and self._answered.is_set()):
+                if self._probe_sent:  # wait for the probe's answer, then look again
+                    if self._answered is None:
+                        self._answered = asyncio.Event()
+                    await self._answered.wait()
+                    continue
+                self._probe_sent = probe = True  # this request is the probe
+            now = self.clock()
+            if now < self.blocked_until:
+                await asyncio.sleep(self.blocked_until - now)
+                continue  # another 429 may have moved the block, or made a probe go first
+            start = now
+            if self.limit:
+                self._refill(now)
+                self.tokens -= 1
+                if self.tokens < 0:  # this request's slot is -tokens / rate from now
+                    start = now + -self.tokens / self.rate
+            if start > now:
+                await asyncio.sleep(start - now)
+            return
 
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
         remaining = _int(headers.get("X-RateLimit-Remaining"))
@@ -83,6 +91,9 @@ class Pacer:
                 self.blocked_until = max(self.blocked_until, now + wait)
             self._refill(now)
             self.tokens = min(self.tokens, 0.0)
+            self._probe_sent = False  # after the block, one request tries before the rest
+            if self._answered is not None:
+                self._answered.clear()
 
 
 def _int(value: str | None) -> int | None:

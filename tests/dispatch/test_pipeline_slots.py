@@ -25,6 +25,10 @@ class NoDeadLetters(DeadLetterWriter):
         self.written.append(args)
 
 
+def asset_id(n: int) -> str:
+    return f"286c1ef7-70f6-4ebd-8f87-e7f591ec{n:04x}"
+
+
 def run_pipeline(fakes: FakeVendors, events: list[Event], **dispatch: Any) -> OffsetTracker:
     config = make_config(fakes, dispatch=dispatch)
     tracker = OffsetTracker()
@@ -48,9 +52,7 @@ def run_pipeline(fakes: FakeVendors, events: list[Event], **dispatch: Any) -> Of
 def test_a_batched_vendor_counts_calls_not_deliveries(fakes: FakeVendors) -> None:
     """With one slot per vendor, one Autodesk call still carries a full batch: counting
     deliveries would send 40 calls of one asset each."""
-    events = [
-        valid("autodesk", asset_id=f"286c1ef7-70f6-4ebd-8f87-e7f591ec{i:04x}") for i in range(40)
-    ]
+    events = [valid("autodesk", asset_id=asset_id(i)) for i in range(40)]
     tracker = run_pipeline(
         fakes, events, max_in_flight_per_vendor=1, batch_max=20, batch_linger_s=0.2
     )
@@ -60,7 +62,7 @@ def test_a_batched_vendor_counts_calls_not_deliveries(fakes: FakeVendors) -> Non
 
 def test_an_unbatched_vendor_gets_one_delivery_per_slot(fakes: FakeVendors) -> None:
     fakes.lexful.latency_s = 0.2
-    events = [valid("lexful", asset_id=f"286c1ef7-70f6-4ebd-8f87-e7f591ec{i:04x}") for i in range(6)]
+    events = [valid("lexful", asset_id=asset_id(i)) for i in range(6)]
     run_pipeline(fakes, events, max_in_flight_per_vendor=2)
     arrivals = sorted(r.at for r in fakes.lexful.updates())
     assert len(arrivals) == 6

@@ -90,6 +90,11 @@ def test_secrets_never_show_in_repr(tmp_path: Path) -> None:
         ),
         ("kafka: [1, 2]\n", {}, "kafka"),
         ("log_level: LOUD\n", {}, "log_level"),
+        (
+            BASE + "dispatch: {max_buffered: 500, max_uncommitted: 100}\n",
+            {"WEBFLOW_TOKEN": "a", "TS": "b"},
+            "dispatch.max_uncommitted",
+        ),
     ],
     ids=[
         "missing-env",
@@ -101,6 +106,7 @@ def test_secrets_never_show_in_repr(tmp_path: Path) -> None:
         "unknown-vendor",
         "not-mapping",
         "log-level",
+        "uncommitted-below-buffered",
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, env: dict[str, str], key: str) -> None:

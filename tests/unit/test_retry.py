@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import time
 
 import pytest
 
@@ -106,47 +107,60 @@ class Clock:
         return self.now
 
 
-def sleeps(pacer: Pacer, count: int, monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The delay each of ``count`` concurrent requests is given, on a frozen clock."""
-    delays: list[float] = []
+def released(pacer: Pacer, count: int, answers: list[tuple[int, dict[str, str]]]) -> list[float]:
+    """When each of ``count`` concurrent requests is let go (seconds from the start, real
+    clock); the n-th request to go gets ``answers[n]`` (default a plain 200)."""
+    times: list[float] = []
 
-    async def fake_sleep(seconds: float) -> None:
-        delays.append(round(seconds, 3))
+    async def request(started: float) -> None:
+        await pacer.wait()
+        times.append(round(time.monotonic() - started, 1))
+        status, headers = answers[len(times) - 1] if len(times) <= len(answers) else (200, {})
+        await asyncio.sleep(0.01)  # on the wire
+        pacer.answered()
+        pacer.observe(status, headers)
 
-    monkeypatch.setattr("consumer.vendors.pacing.asyncio.sleep", fake_sleep)
+    async def run() -> None:
+        started = time.monotonic()
+        await asyncio.gather(*(request(started) for _ in range(count)))
 
-    async def all_wait() -> None:
-        pacer.answered()  # past the first probing request
-        for _ in range(count):
-            await pacer.wait()
-
-    asyncio.run(all_wait())
-    return delays
+    asyncio.run(run())
+    return times
 
 
-def test_pacer_holds_every_request_after_a_429_then_paces_at_the_vendors_rate(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    pacer = Pacer(60.0, Clock())
+def test_pacer_holds_every_request_after_a_429_then_paces_at_the_vendors_rate() -> None:
+    pacer = Pacer(1.0)
     pacer.observe(
-        429, {"Retry-After": "2", "X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "60"}
+        429, {"Retry-After": "0.2", "X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "10"}
     )
-    assert pacer.blocked_until == 102.0
-    # nothing before Retry-After, then one request a second (60 a minute)
-    assert sleeps(pacer, 5, monkeypatch) == [2.0, 2.0, 3.0, 4.0, 5.0]
+    # nothing before Retry-After; one probe first, then what the bucket refilled during the
+    # wait (2 at 10 a second), then the rest at the vendor's pace
+    assert released(pacer, 4, []) == [0.2, 0.2, 0.3, 0.4]
 
 
-def test_pacer_bursts_what_remains_then_spaces_requests(monkeypatch: pytest.MonkeyPatch) -> None:
-    pacer = Pacer(1.0, Clock())
-    pacer.observe(200, {"X-RateLimit-Remaining": "3", "X-RateLimit-Limit": "50"})
-    assert sleeps(pacer, 6, monkeypatch) == [0.02, 0.04, 0.06]  # 3 at once, then 50/s
+def test_pacer_sends_one_probe_per_retry_after_while_the_vendor_refuses() -> None:
+    pacer = Pacer(60.0)
+    refused = (429, {"Retry-After": "0.2"})
+    pacer.observe(*refused)
+    # 50 deliveries waiting: the 429s cost one call per Retry-After, not 50
+    times = released(pacer, 50, [refused, refused])
+    assert times[:3] == [0.2, 0.4, 0.6]
+    assert set(times[3:]) == {0.6}  # the third probe succeeded: everyone goes
+
+
+def test_pacer_bursts_what_remains_then_spaces_requests() -> None:
+    pacer = Pacer(1.0)
+    pacer.answered()  # past the first probing request
+    pacer.observe(200, {"X-RateLimit-Remaining": "3", "X-RateLimit-Limit": "10"})
+    assert released(pacer, 6, []) == [0.0, 0.0, 0.0, 0.1, 0.2, 0.3]  # 3 at once, then 10/s
     assert pacer.blocked_until == 0.0
 
 
-def test_pacer_without_headers_never_waits(monkeypatch: pytest.MonkeyPatch) -> None:
-    pacer = Pacer(60.0, Clock())
+def test_pacer_without_headers_never_waits() -> None:
+    pacer = Pacer(60.0)
+    pacer.answered()
     pacer.observe(200, {})
-    assert sleeps(pacer, 100, monkeypatch) == []
+    assert set(released(pacer, 100, [])) == {0.0}
 
 
 def test_pacer_lets_one_probe_go_before_the_limit_is_known() -> None:
