@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup tools demo test lint unit broker broker-stop bench clean
+.PHONY: setup tools demo test lint unit broker broker-stop bench audit clean
 
 KUSTOMIZE_VERSION := v5.7.1
 export PATH := $(CURDIR)/.local/bin:$(PATH)
@@ -53,6 +53,13 @@ broker-stop:
 
 bench: setup
 	$(BIN)/python -m bench
+
+## audit: known vulnerabilities in the locked dependencies (needs pypi.org's JSON API or
+## osv.dev; --strict fails when a package could not be looked up, never a silent pass)
+audit: $(STAMP)
+	$(PYTHON) -m venv .local/audit && .local/audit/bin/pip install -q pip-audit
+	$(BIN)/pip freeze --exclude-editable > .local/audit/requirements.txt
+	.local/audit/bin/pip-audit --strict --progress-spinner off -r .local/audit/requirements.txt
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

@@ -10,10 +10,13 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consumer import __version__
 from consumer.errors import AssetSyncError, ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from consumer.config import Config
 
 EXIT_USAGE = 2
 
@@ -42,18 +45,24 @@ def event_loop_factory() -> Callable[[], Any]:
     return uvloop.new_event_loop
 
 
-def _run(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, server: Callable[[Config], Any]) -> int:
+    """Load the config, set up logging, run ``server(config).run()`` until it stops."""
     import asyncio
 
     from consumer.config import load_config
     from consumer.logs import setup_logging
-    from consumer.service import Service
 
     config = load_config(args.config)
     setup_logging(config.log_level)
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        runner.run(Service(config).run())
+        runner.run(server(config).run())
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from consumer.service import Service
+
+    return _serve(args, Service)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -87,18 +96,9 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from consumer.config import load_config
     from consumer.ingest import Ingest
-    from consumer.logs import setup_logging
 
-    config = load_config(args.config)
-    setup_logging(config.log_level)
-    ingest = Ingest(config)
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        runner.run(ingest.run())
-    return 0
+    return _serve(args, Ingest)
 
 
 def _build_parser() -> argparse.ArgumentParser:

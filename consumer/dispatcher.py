@@ -132,7 +132,7 @@ class Dispatcher:
 
     def redact(self, text: str) -> str:
         """No configured secret or live token ever leaves in an error text."""
-        tokens = [c.auth._token for c in self._clients.values() if len(c.auth._token) >= 4]
+        tokens = [c.auth.current for c in self._clients.values() if len(c.auth.current) >= 4]
         for secret in [*self._secrets, *tokens]:
             text = text.replace(secret, "***")
         return text

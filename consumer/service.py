@@ -224,9 +224,7 @@ class Service:
                 if assignment
                 else {}
             )
-            self.health.broker_ok = True
-        except KafkaError:
-            self.health.broker_ok = False
+        except KafkaError:  # readiness is the poll's to tell (coordinator known or not)
             return
         committed = self.tracker.last_committed()
         for tp, end in ends.items():

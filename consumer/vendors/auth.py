@@ -22,6 +22,11 @@ class TokenSource:
     async def get(self, http: HttpClient) -> str:
         return self._token
 
+    @property
+    def current(self) -> str:
+        """The token in use now ("" when none), for redacting it from error texts."""
+        return self._token
+
     def invalidate(self, token: str) -> bool:
         """Forget ``token`` if it is the current one; False when there is nothing to refresh."""
         return False

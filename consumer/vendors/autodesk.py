@@ -21,7 +21,7 @@ from consumer.errors import ConfigError, PermanentError, RetryableError
 from consumer.events import Event
 from consumer.http import HttpClient, HttpRequest, HttpResponse, json_body
 from consumer.vendors.auth import CachedToken, TokenSource, token_body, token_from
-from consumer.vendors.base import Result, VendorClient, classify, segment
+from consumer.vendors.base import Result, VendorClient, bearer_json, classify, segment
 from consumer.vendors.trelica import basic_auth
 
 
@@ -76,7 +76,7 @@ class AutodeskClient(VendorClient):
         return HttpRequest(
             "PATCH",
             f"{self.base}/bim360/assets/v2/projects/{project}/assets:batch-patch",
-            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            bearer_json(token),
             json_body({e.data["asset_id"]: e.data["changes"] for e in events}),
         )
 

@@ -29,6 +29,11 @@ from consumer.vendors.pacing import Pacer
 Result = DeliveryError | None
 
 
+def bearer_json(token: str) -> dict[str, str]:
+    """Headers of a JSON request with an OAuth bearer token (four of the five vendors)."""
+    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+
 def segment(value: str) -> str:
     """One path segment, percent-encoded so it can never add a '/', '?' or '#', nor be a
     dot-segment that a client or proxy would resolve against its parent."""

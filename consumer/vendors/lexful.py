@@ -16,7 +16,7 @@ from consumer.errors import ConfigError
 from consumer.events import Event
 from consumer.http import HttpClient, HttpRequest, json_body
 from consumer.vendors.auth import CachedToken, TokenSource, token_body, token_from
-from consumer.vendors.base import VendorClient, segment
+from consumer.vendors.base import VendorClient, bearer_json, segment
 
 
 class LexfulClient(VendorClient):
@@ -63,10 +63,6 @@ class LexfulClient(VendorClient):
         return HttpRequest(
             "PATCH",
             f"{self.base}/v1/assets/{segment(data['asset_type'])}/{segment(data['asset_id'])}",
-            {
-                "Authorization": f"Bearer {token}",
-                "X-Account-ID": str(self.connection.require("account_id")),
-                "Content-Type": "application/json",
-            },
+            {**bearer_json(token), "X-Account-ID": str(self.connection.require("account_id"))},
             json_body(data["changes"]),
         )

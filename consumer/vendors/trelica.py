@@ -16,7 +16,7 @@ from consumer.config import Connection
 from consumer.events import Event
 from consumer.http import HttpClient, HttpRequest, json_body
 from consumer.vendors.auth import CachedToken, TokenSource, token_body, token_from
-from consumer.vendors.base import VendorClient, segment
+from consumer.vendors.base import VendorClient, bearer_json, segment
 
 
 def basic_auth(user: str, password: str) -> str:
@@ -59,6 +59,6 @@ class TrelicaClient(VendorClient):
         return HttpRequest(
             "PATCH",
             f"{self.base}/api/assets/v1/{segment(event.data['asset_id'])}",
-            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            bearer_json(token),
             json_body(event.data["changes"]),
         )

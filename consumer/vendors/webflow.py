@@ -13,7 +13,7 @@ from consumer.config import Connection
 from consumer.events import Event
 from consumer.http import HttpRequest, json_body
 from consumer.vendors.auth import TokenSource
-from consumer.vendors.base import VendorClient, segment
+from consumer.vendors.base import VendorClient, bearer_json, segment
 
 
 class WebflowClient(VendorClient):
@@ -32,6 +32,6 @@ class WebflowClient(VendorClient):
         return HttpRequest(
             "PATCH",
             f"{self.base}/v2/assets/{segment(event.data['asset_id'])}",
-            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            bearer_json(token),
             json_body(event.data["changes"]),
         )
