@@ -158,6 +158,21 @@ class Service:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError(f"the service was not ready in {timeout_s}s")
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.profiler is not None:
             self.profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT

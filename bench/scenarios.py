@@ -264,12 +264,16 @@ def rate_limit(bench: Bench, repeat: int, quick: bool) -> list[Row]:
 def scale_out(bench: Bench, quick: bool) -> list[Row]:
     per_vendor = 3_000 if quick else 8_000
     data = records(VENDORS, per_vendor)
-    rates = {}
+    rates, cores = {}, {}
     with Simulator(["--latency-ms", "50"]) as sim:
+        startup = startup_cpu_s(bench, sim)
         for processes in (1, 3):
             rate, services, _ = drain(bench, sim, data, processes=processes)
+            # CPU of the drain alone: all of it after start-up, which takes the same for each
+            cpu = sum(s.cpu_s() for s in services) - processes * startup
             stop(services)
             rates[processes] = rate
+            cores[processes] = cpu / (len(data) / rate)
     return [
         Row(
             f"6 scale out, 3 processes ({len(data):,} events)",
@@ -279,8 +283,27 @@ def scale_out(bench: Bench, quick: bool) -> list[Row]:
             rates[1],
             ">= 2.5x",
             rates[3] >= 2.5 * rates[1],
-        )
+        ),
+        Row(
+            "6 scale out: CPU the service processes used while draining",
+            "3 processes (vs 1)",
+            cores[3],
+            "cores",
+            cores[1],
+            "what limits it",
+            None,
+        ),
     ]
+
+
+def startup_cpu_s(bench: Bench, sim: Simulator) -> float:
+    """CPU seconds a service spends starting up and joining a topic with nothing to do."""
+    service = Service(bench.config(bench.topic(1), sim.connections))
+    service.wait_ready()
+    time.sleep(2)  # the first polls, as in a drain
+    spent = service.cpu_s()
+    service.stop()
+    return spent
 
 
 def memory(bench: Bench, quick: bool) -> list[Row]:

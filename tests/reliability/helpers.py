@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from consumer.samples import event
@@ -39,3 +40,11 @@ def delivered(vendors: FakeVendors) -> Counter[tuple[str, str]]:
 
 def dlq_reasons(records: list[Any]) -> Counter[str]:
     return Counter(dict(r.headers).get("dlq.reason", b"?").decode() for r in records)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0

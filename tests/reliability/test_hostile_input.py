@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import random
 import time
-from pathlib import Path
 
 from tests.fakes import FakeVendors
 from tests.integration.conftest import StartService
 from tests.kafka_helpers import consume_all, produce
-from tests.reliability.helpers import Record, delivered, dlq_reasons, updates
+from tests.reliability.helpers import Record, delivered, dlq_reasons, rss_mb, updates
 from tests.samples import encode, event_for
 from tests.service_helpers import wait_until
 
@@ -50,13 +49,6 @@ def junk_records(rng: random.Random) -> list[Record]:
     big = b'{"specversion": "1.0", "padding": "' + b"x" * (2 * 1024 * 1024) + b'"}'
     records[:3] = [(b"two-mb", big, []) for _ in range(3)]  # 2 MB values
     return records  # type: ignore[return-value]
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def test_junk_is_dead_lettered_good_is_delivered_memory_flat(
