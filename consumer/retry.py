@@ -80,7 +80,7 @@ class RetryPolicy:
             lambda: wait_times(config.base_delay_s, config.max_delay_s, rand),
             RetryableError,
             max_tries=config.max_attempts,
-            max_time=config.max_elapsed_s,
+            max_time=self._time_left,  # read when backoff is entered, after the 1st attempt
             jitter=None,
             giveup=self._out_of_time,
             on_backoff=self._backed_off,
@@ -121,6 +121,9 @@ class RetryPolicy:
             raise error
         tries[0] += 1
         return await attempt()
+
+    def _time_left(self) -> float:
+        return self.config.max_elapsed_s - (time.monotonic() - _STARTED.get())
 
     def _out_of_time(self, error: Exception) -> bool:
         """A server that asks us to wait past the deadline gets no early retry."""

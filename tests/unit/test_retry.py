@@ -92,6 +92,18 @@ def test_policy_stops_at_max_attempts_and_counts_them() -> None:
     assert caught.value.message == "2"
 
 
+def test_max_elapsed_counts_the_first_attempt() -> None:
+    policy = RetryPolicy(RetryConfig(max_elapsed_s=0.2, base_delay_s=0.0), rand=lambda: 0.0)
+
+    async def slow_failure() -> None:
+        await asyncio.sleep(0.3)  # a first attempt that hangs past the whole budget
+        raise RetryableError("timeout", retry_reason="timeout")
+
+    with pytest.raises(RetryableError) as caught:
+        asyncio.run(policy.run(slow_failure))
+    assert caught.value.attempts == 1
+
+
 def test_permanent_error_is_not_retried() -> None:
     policy = RetryPolicy(RetryConfig(base_delay_s=0.0))
     with pytest.raises(PermanentError) as caught:
