@@ -16,20 +16,17 @@ from bench import scenarios
 from bench.harness import Bench
 from bench.scenarios import Row
 
+HEADER = """| scenario | measure | asset-sync | baseline | ratio | target | met |
+| --- | --- | --- | --- | --- | --- | --- |"""
 
-def table(rows: list[Row]) -> str:
-    lines = [
-        "| scenario | measure | asset-sync | baseline | ratio | target | met |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in rows:
-        base = f"{r.baseline:,.1f}" if r.baseline is not None else ""
-        met = "" if r.met is None else ("yes" if r.met else "**no**")
-        lines.append(
-            f"| {r.scenario} | {r.measure} | {r.value:,.1f} {r.unit} | {base} | "
-            f"{r.ratio()} | {r.target} | {met} |"
-        )
-    return "\n".join(lines)
+
+def line(r: Row) -> str:
+    base = f"{r.baseline:,.1f}" if r.baseline is not None else ""
+    met = "" if r.met is None else ("yes" if r.met else "**no**")
+    return (
+        f"| {r.scenario} | {r.measure} | {r.value:,.1f} {r.unit} | {base} | "
+        f"{r.ratio()} | {r.target} | {met} |"
+    )
 
 
 def main() -> None:
@@ -46,26 +43,34 @@ def main() -> None:
         f"{'quick' if args.quick else 'full'}, median of {args.repeat}",
         flush=True,
     )
+    print(HEADER, flush=True)
+
+    def report(new: list[Row]) -> None:  # each scenario's rows as soon as it is done
+        rows.extend(new)
+        for row in new:
+            print(line(row), flush=True)
+
     with Bench() as bench:
         if 8 in only:
-            rows += scenarios.validation_cost(args.repeat)
+            report(scenarios.validation_cost(args.repeat))
         if 1 in only:
-            rows += scenarios.drain_instant(bench, args.repeat, args.quick)
+            report(scenarios.drain_instant(bench, args.repeat, args.quick))
         reference: dict[str, Any] = {}
         if only & {2, 4}:
             slow_rows, reference = scenarios.drain_slow(bench, args.repeat, args.quick)
-            rows += slow_rows
+            report(slow_rows)
         if 3 in only:
-            rows += scenarios.autodesk_batching(bench, args.repeat, args.quick)
+            report(scenarios.autodesk_batching(bench, args.repeat, args.quick))
         if 4 in only:
-            rows += scenarios.isolation(bench, args.quick, reference)
+            report(scenarios.isolation(bench, args.quick, reference))
         if 5 in only:
-            rows += scenarios.rate_limit(bench, args.repeat, args.quick)
+            report(scenarios.rate_limit(bench, args.repeat, args.quick))
         if 6 in only:
-            rows += scenarios.scale_out(bench, args.quick)
+            report(scenarios.scale_out(bench, args.quick))
         if 7 in only:
-            rows += scenarios.memory(bench, args.quick)
-        print(table(rows), flush=True)
+            report(scenarios.memory(bench, args.quick))
+    met = [r.met for r in rows if r.met is not None]
+    print(f"\n{sum(met)} of {len(met)} targets met", flush=True)
 
 
 if __name__ == "__main__":
