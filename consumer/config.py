@@ -97,7 +97,7 @@ class DispatchConfig:
 
     max_in_flight: int = 1024
     max_in_flight_per_vendor: int = 256
-    max_buffered: int = 10_000
+    max_buffered: int = 20_000
     max_uncommitted: int = 200_000
     commit_interval_s: float = 1.0
     dedup_window_s: float = 600.0

@@ -1,11 +1,12 @@
 """From consumed records to finished offsets: per-asset order, parallel everything else.
 
 Each asset (vendor, connection, asset id) has a queue delivered strictly in arrival order;
-different assets run concurrently. A delivery holds a slot of its vendor and a slot of the
-whole service for its full life, back-off included, so a vendor that is slow, rate-limited or
-down can only ever take its own share (a batched vendor's slots count calls, not deliveries).
-Every record ends delivered or dead-lettered (the dead-letter acknowledged), and only then is
-its offset finished.
+different assets run concurrently. Each vendor has a bounded set of workers, each delivering
+one asset's queue at a time, back-off included, and each delivery also holds a slot of the
+whole service: a vendor that is slow, rate-limited or down can only ever take its own share
+(a batched vendor's share counts calls, not deliveries). Assets waiting for a worker cost no
+task, only their queued records. Every record ends delivered or dead-lettered (the
+dead-letter acknowledged), and only then is its offset finished.
 """
 
 from __future__ import annotations
@@ -62,20 +63,23 @@ class Pipeline:
         self.recent = RecentIds(config.dispatch.dedup_window_s)
         dispatch = config.dispatch
         all_slots = asyncio.Semaphore(dispatch.max_in_flight)
-        # A batched vendor's call carries up to batch_max deliveries, so its limit counts
-        # calls (max_in_flight_per_vendor of them); counting its deliveries one by one
-        # would cap a call at a few events. It stays outside the all-vendors count.
-        self._vendor_slots = {
-            v: asyncio.Semaphore(
-                dispatch.max_in_flight_per_vendor * (dispatch.batch_max if c.batched else 1)
-            )
+        # Each vendor has at most this many workers, each delivering one asset's queue at a
+        # time: a vendor's share of the service. A batched vendor's call carries up to
+        # batch_max deliveries, so its limit counts calls (max_in_flight_per_vendor of them),
+        # outside the all-vendors count; counting deliveries would cap a call at a few.
+        self._limit = {
+            v: dispatch.max_in_flight_per_vendor * (dispatch.batch_max if c.batched else 1)
             for v, c in VENDORS.items()
         }
         self._shared_slots: dict[str, AbstractAsyncContextManager[Any]] = {
             v: contextlib.nullcontext() if c.batched else all_slots for v, c in VENDORS.items()
         }
         self._queues: dict[tuple[str, str, str], deque[Work]] = {}
-        self._drains: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        # assets with queued work and no worker yet, per vendor: waiting costs no task
+        self._ready: dict[str, deque[tuple[str, str, str]]] = {v: deque() for v in VENDORS}
+        self._workers = dict.fromkeys(VENDORS, 0)
+        self._drains: dict[tuple[str, str, str], asyncio.Task[None]] = {}  # asset -> worker
+        self._closing = False
         # label children looked up once: labels() costs more than the increment itself
         self._delivered = {v: metrics.EVENTS_DELIVERED.labels(v) for v in VENDORS}
         self._latency = {v: metrics.EVENT_DELIVERY.labels(v) for v in VENDORS}
@@ -99,7 +103,8 @@ class Pipeline:
             queue.append(work)
         else:
             self._queues[key] = deque([work])
-            self._drains[key] = self._spawn(self._drain(key))
+            self._ready[parsed.vendor].append(key)
+            self._start_worker(parsed.vendor)
 
     def drop(self, partitions: set[TopicPartition]) -> None:
         """Partitions were revoked: stop their work; the new owner will consume it again."""
@@ -107,8 +112,9 @@ class Pipeline:
             for work in queue:
                 if work.tp in partitions:
                     work.dropped = True
-            if queue and queue[0].dropped:  # being delivered now: cancel it
-                self._drains[key].cancel()
+            worker = self._drains.get(key)
+            if worker is not None and queue and queue[0].dropped:  # being delivered: cancel
+                worker.cancel()
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until nothing is queued or in flight; False when time ran out."""
@@ -120,6 +126,7 @@ class Pipeline:
 
     async def cancel_all(self) -> None:
         """Shutdown: stop what is left without dead-lettering it; it stays uncommitted."""
+        self._closing = True
         for queue in self._queues.values():
             for work in queue:
                 work.dropped = True
@@ -141,8 +148,28 @@ class Pipeline:
         if not self._tasks:
             self._idle.set()
 
+    def _start_worker(self, vendor: str) -> None:
+        if self._ready[vendor] and self._workers[vendor] < self._limit[vendor]:
+            self._workers[vendor] += 1
+            self._spawn(self._work(vendor))
+
+    async def _work(self, vendor: str) -> None:
+        """One worker: drain the vendor's ready assets one at a time, then end."""
+        ready = self._ready[vendor]
+        try:
+            while ready:
+                key = ready.popleft()
+                task = asyncio.current_task()
+                assert task is not None
+                self._drains[key] = task
+                await self._drain(key)
+        finally:
+            self._workers[vendor] -= 1
+            if not self._closing:
+                self._start_worker(vendor)  # a worker that failed is replaced
+
     async def _drain(self, key: tuple[str, str, str]) -> None:
-        """Deliver one asset's queue in order. ``drop`` cancels this task to stop the work
+        """Deliver one asset's queue in order. ``drop`` cancels the worker to stop the work
         being delivered; that cancellation is absorbed here, and the queue goes on."""
         queue = self._queues[key]
         try:
@@ -170,7 +197,7 @@ class Pipeline:
             self.tracker.finish(work.tp, work.record.offset)
             return
         gauge = self._inflight[event.vendor]
-        async with self._vendor_slots[event.vendor], self._shared_slots[event.vendor]:
+        async with self._shared_slots[event.vendor]:
             gauge.inc()
             try:
                 outcome = await self.dispatcher.deliver(event)
