@@ -6,6 +6,7 @@ sending, auth refresh, pacing, batching and retrying are done around it, the sam
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -105,14 +106,21 @@ class VendorClient(ABC):
     async def send(self, events: Sequence[Event]) -> list[Result]:
         """One attempt for these events. Raises a DeliveryError that applies to all of them."""
         token = await self.auth.get(self.http)
-        await self.pacer.wait()
+        probe = await self.pacer.wait()
+        called_off = False
         try:
             response = await self.http.send(self.build(events, token))
         except RetryableError as error:
             self._count(error.retry_reason)
             raise
+        except asyncio.CancelledError:
+            called_off = probe  # a probe without an answer must not open the gate
+            raise
         finally:
-            self.pacer.answered()
+            if called_off:
+                self.pacer.abandoned()
+            else:
+                self.pacer.answered()
         self._count(str(response.status))
         self._duration.observe(response.seconds)
         self.pacer.observe(response.status, response.headers)

@@ -160,6 +160,16 @@ def test_pacer_sends_one_probe_per_retry_after_while_the_vendor_refuses() -> Non
     assert set(times[3:]) == {0.6}  # the third probe succeeded: everyone goes
 
 
+def test_a_429_voids_the_slots_reserved_before_it() -> None:
+    pacer = Pacer(1.0)
+    pacer.answered()
+    pacer.observe(200, {"X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "10"})
+    refused = (429, {"Retry-After": "0.5", "X-RateLimit-Remaining": "0"})
+    # three slots reserved 0.1 s apart; the first is refused: the other two do not go at
+    # their slots into the same refusal, but after the wait (one probe, then the next)
+    assert released(pacer, 3, [refused]) == [0.1, 0.6, 0.6]
+
+
 def test_pacer_bursts_what_remains_then_spaces_requests() -> None:
     pacer = Pacer(1.0)
     pacer.answered()  # past the first probing request
@@ -191,6 +201,29 @@ def test_pacer_lets_one_probe_go_before_the_limit_is_known() -> None:
         pacer.observe(200, {"X-RateLimit-Remaining": "10", "X-RateLimit-Limit": "50"})
         pacer.answered()
         await asyncio.gather(first, *others)
+
+    asyncio.run(scenario())
+    assert order == ["probe", "r0", "r1", "r2"]
+
+
+def test_a_probe_called_off_hands_the_probe_on_instead_of_opening_the_gate() -> None:
+    pacer = Pacer(1.0)
+    order: list[str] = []
+
+    async def request(name: str) -> None:
+        await pacer.wait()
+        order.append(name)
+
+    async def scenario() -> None:
+        probe = asyncio.ensure_future(request("probe"))
+        others = [asyncio.ensure_future(request(f"r{i}")) for i in range(3)]
+        await asyncio.sleep(0.01)
+        pacer.abandoned()  # the probe's delivery was cancelled before any answer
+        await asyncio.sleep(0.01)
+        assert order == ["probe", "r0"]  # one new probe, not a wave
+        pacer.observe(200, {"X-RateLimit-Remaining": "10", "X-RateLimit-Limit": "50"})
+        pacer.answered()
+        await asyncio.gather(probe, *others)
 
     asyncio.run(scenario())
     assert order == ["probe", "r0", "r1", "r2"]
