@@ -111,14 +111,6 @@ def test_permanent_error_is_not_retried() -> None:
     assert caught.value.attempts == 1
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def released(pacer: Pacer, count: int, answers: list[tuple[int, dict[str, str]]]) -> list[float]:
     """When each of ``count`` concurrent requests is let go (seconds from the start, real
     clock); the n-th request to go gets ``answers[n]`` (default a plain 200)."""
@@ -185,45 +177,39 @@ def test_pacer_without_headers_never_waits() -> None:
     assert set(released(pacer, 100, [])) == {0.0}
 
 
-def test_pacer_lets_one_probe_go_before_the_limit_is_known() -> None:
-    pacer = Pacer(1.0, Clock())
+def probe_order(abandon_first_probe: bool) -> tuple[list[str], list[str]]:
+    """Four concurrent requests before the limit is known: who went before the answer (and
+    after the first probe was called off, if it was), and in the end."""
+    pacer = Pacer(1.0)
     order: list[str] = []
+    before: list[str] = []
 
     async def request(name: str) -> None:
         await pacer.wait()
         order.append(name)
 
     async def scenario() -> None:
-        first = asyncio.ensure_future(request("probe"))
-        others = [asyncio.ensure_future(request(f"r{i}")) for i in range(3)]
+        tasks = [asyncio.ensure_future(request(n)) for n in ("probe", "r0", "r1", "r2")]
         await asyncio.sleep(0.01)
-        assert order == ["probe"]  # the others wait for the probe's answer
+        if abandon_first_probe:
+            pacer.abandoned()  # the probe's delivery was cancelled before any answer
+            await asyncio.sleep(0.01)
+        before.extend(order)
         pacer.observe(200, {"X-RateLimit-Remaining": "10", "X-RateLimit-Limit": "50"})
         pacer.answered()
-        await asyncio.gather(first, *others)
+        await asyncio.gather(*tasks)
 
     asyncio.run(scenario())
+    return before, order
+
+
+def test_pacer_lets_one_probe_go_before_the_limit_is_known() -> None:
+    before, order = probe_order(abandon_first_probe=False)
+    assert before == ["probe"]  # the others wait for the probe's answer
     assert order == ["probe", "r0", "r1", "r2"]
 
 
 def test_a_probe_called_off_hands_the_probe_on_instead_of_opening_the_gate() -> None:
-    pacer = Pacer(1.0)
-    order: list[str] = []
-
-    async def request(name: str) -> None:
-        await pacer.wait()
-        order.append(name)
-
-    async def scenario() -> None:
-        probe = asyncio.ensure_future(request("probe"))
-        others = [asyncio.ensure_future(request(f"r{i}")) for i in range(3)]
-        await asyncio.sleep(0.01)
-        pacer.abandoned()  # the probe's delivery was cancelled before any answer
-        await asyncio.sleep(0.01)
-        assert order == ["probe", "r0"]  # one new probe, not a wave
-        pacer.observe(200, {"X-RateLimit-Remaining": "10", "X-RateLimit-Limit": "50"})
-        pacer.answered()
-        await asyncio.gather(probe, *others)
-
-    asyncio.run(scenario())
+    before, order = probe_order(abandon_first_probe=True)
+    assert before == ["probe", "r0"]  # one new probe, not a wave
     assert order == ["probe", "r0", "r1", "r2"]
