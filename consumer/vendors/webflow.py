@@ -1,8 +1,16 @@
 """Webflow Data API v2: ``PATCH {base}/v2/assets/{asset_id}`` (scope ``assets:write``).
 
-Bearer token; the body is ``changes`` (``displayName``, ``localeId``). Limits are 60 or 120
-requests a minute per key; answers carry ``X-RateLimit-Remaining``/``X-RateLimit-Limit``,
-which the pacer follows, and a 429 carries ``Retry-After`` (usually 60).
+The request follows Webflow's current public OpenAPI (repository webflow/openapi-spec,
+``openapi/v2.yml``, operation ``patch-asset``, reshaped in April 2026), not the older seed
+page: the body holds ``displayName`` and ``altText``; ``localeId`` is a *query parameter*.
+Sent in the body, as the seed page showed, ``localeId`` is not part of the operation, so
+the update would likely be answered 200 and land on the primary locale.
+
+Event format decision: ``localeId`` stays inside ``changes`` (producers written against the
+older shape keep working) and is moved from there to ``?localeId=`` here; the rest of
+``changes`` is the body. Bearer token. Limits are 60 or 120 requests a minute per key;
+answers carry ``X-RateLimit-Remaining``/``X-RateLimit-Limit``, which the pacer follows, and
+a 429 carries ``Retry-After`` (usually 60).
 """
 
 from __future__ import annotations
@@ -29,9 +37,14 @@ class WebflowClient(VendorClient):
 
     def build(self, events: Sequence[Event], token: str) -> HttpRequest:
         (event,) = events
+        body = dict(event.data["changes"])
+        locale = body.pop("localeId", None)
+        # HttpClient percent-encodes the query; the URL itself carries none.
+        query = (("localeId", str(locale)),) if locale is not None else ()
         return HttpRequest(
             "PATCH",
             f"{self.base}/v2/assets/{segment(event.data['asset_id'])}",
             bearer_json(token),
-            json_body(event.data["changes"]),
+            json_body(body),
+            query,
         )

@@ -47,6 +47,7 @@ def test_webflow_patch(fakes: FakeVendors) -> None:
     assert outcome.delivered, outcome
     [request] = fakes.webflow.updates()
     assert (request.method, request.path) == ("PATCH", "/v2/assets/580e63fc8c9a982ac9b8b745")
+    assert request.query == {}  # no localeId in the event: the primary locale
     assert request.headers["Authorization"] == f"Bearer {fakes.secrets['webflow_token']}"
     assert request.body == {"displayName": "hero-image.png"}
 

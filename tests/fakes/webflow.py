@@ -1,4 +1,10 @@
-"""Webflow Data API v2: ``PATCH /v2/assets/{asset_id}``, Bearer, body displayName/localeId.
+"""Webflow Data API v2: ``PATCH /v2/assets/{asset_id}[?localeId=…]``, Bearer, body
+displayName/altText: the shape of the current OpenAPI operation ``patch-asset``
+(tests/dispatch/webflow_patch_asset.openapi.yaml), not the older seed page's.
+
+A ``localeId`` in the body is refused (the real API would likely ignore it and update the
+primary locale, so a test could not tell); the query's ``localeId`` is kept in each
+``Received.query`` for tests to assert.
 
 Every answer carries ``X-RateLimit-Limit``/``X-RateLimit-Remaining``; with ``rate_per_s`` set,
 a token bucket answers 429 with ``Retry-After`` and ``{"code": "too_many_requests"}`` beyond it.
@@ -16,6 +22,8 @@ from tests.fakes.base import VendorFake
 
 UNLIMITED = 1_000_000
 OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
+BODY_FIELDS = {"displayName", "altText"}
+QUERY_PARAMETERS = {"localeId"}
 
 
 class WebflowFake(VendorFake):
@@ -47,6 +55,18 @@ class WebflowFake(VendorFake):
             return True, int(self._bucket)
         return False, 0
 
+    def _locale(self, request: web.Request) -> web.Response | None:
+        """The query holds nothing but an optional, single, object-id ``localeId``."""
+        if extra := set(request.query) - QUERY_PARAMETERS:
+            return self.violation(f"query parameters not accepted: {sorted(extra)}")
+        locales = request.query.getall("localeId", [])
+        if len(locales) > 1:
+            return self.violation("localeId given more than once")
+        # The spec allows an empty value, but a locale id is an object id: never sent empty.
+        if locales and not OBJECT_ID.match(locales[0]):
+            return self.violation("localeId is not a 24-hex object id")
+        return None
+
     async def update(self, request: web.Request) -> web.StreamResponse:
         body = await self.record(request)
         if self.bearer(request) not in self.tokens:
@@ -55,8 +75,12 @@ class WebflowFake(VendorFake):
             return self.violation("asset_id is not a 24-hex object id", 404)
         if (bad := self.json_body(body, request)) is not None:
             return bad
-        if extra := set(body) - {"displayName", "localeId"}:
+        if "localeId" in body:
+            return self.violation("localeId belongs in the query, not the body")
+        if extra := set(body) - BODY_FIELDS:
             return self.violation(f"fields not accepted: {sorted(extra)}")
+        if (bad := self._locale(request)) is not None:
+            return bad
         allowed, remaining = self._take()
         limit = self.burst if self.rate_per_s is not None else UNLIMITED
         limits = {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(remaining)}

@@ -67,7 +67,22 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         event_for("webflow", asset_id="580e63fc8c9a982ac9b8b74"),
         "/data/asset_id",
     ),
-    ("webflow unknown field", with_changes("webflow", {"altText": "x"}), "/data/changes/altText"),
+    ("webflow unknown field", with_changes("webflow", {"fileName": "x"}), "/data/changes/fileName"),
+    (
+        "webflow altText type",
+        with_changes("webflow", {"altText": None}),
+        "/data/changes/altText",
+    ),
+    (
+        "webflow localeId not an object id",
+        with_changes("webflow", {"altText": "x", "localeId": "fr-FR"}),
+        "/data/changes/localeId",
+    ),
+    (
+        "webflow localeId alone (an empty update)",
+        with_changes("webflow", {"localeId": "65427cf400e02b306eaa04a0"}),
+        "/data/changes",
+    ),
     (
         "webflow response field",
         with_changes("webflow", {"hostedUrl": "x"}),

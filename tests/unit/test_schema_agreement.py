@@ -83,7 +83,13 @@ VALUE = (
 )
 FIELDS = {
     "lexful": ["asset_id", "asset_type", "changes.visibility", "changes.owned_by", "changes.id"],
-    "webflow": ["asset_id", "changes.displayName", "changes.localeId", "changes.other"],
+    "webflow": [
+        "asset_id",
+        "changes.displayName",
+        "changes.altText",
+        "changes.localeId",
+        "changes.other",
+    ],
     "autodesk": [
         "project_id",
         "asset_id",
