@@ -118,6 +118,7 @@ class IngestConfig:
     max_batch: int = 100
     tolerance_s: float = 300.0
     publish_timeout_s: float = 10.0
+    ids_topic: str | None = None  # webhook ids shared by replicas; None: <kafka.topic>.ingest-ids
 
 
 @dataclass(frozen=True)

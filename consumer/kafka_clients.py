@@ -78,12 +78,33 @@ def make_producer(config: KafkaConfig, client_id: str, **overrides: Any) -> Kafk
         raise BrokerError(f"cannot connect to {config.bootstrap_servers}: {exc}") from None
 
 
-def ensure_dead_letter_topic(config: KafkaConfig) -> None:
-    """Create the dead-letter topic with the source topic's partition count if it is missing."""
+def _admin(config: KafkaConfig) -> KafkaAdminClient:
     try:
-        admin = KafkaAdminClient(**connection_settings(config), request_timeout_ms=15_000)
+        return KafkaAdminClient(**connection_settings(config), request_timeout_ms=15_000)
     except KafkaError as exc:
         raise BrokerError(f"cannot connect to {config.bootstrap_servers}: {exc}") from None
+
+
+def ensure_topic(
+    config: KafkaConfig, name: str, partitions: int = 1, settings: dict[str, str] | None = None
+) -> None:
+    """Create topic ``name`` with these topic-level ``settings`` if it is missing; a topic
+    that exists is used as it is (its settings are the operator's)."""
+    admin = _admin(config)
+    try:
+        if name in set(admin.list_topics()):
+            return
+        with contextlib.suppress(TopicAlreadyExistsError):  # created by another process
+            admin.create_topics([NewTopic(name, partitions, -1, topic_configs=settings or {})])
+    except KafkaError as exc:
+        raise BrokerError(f"cannot create {name!r}: {exc}") from None
+    finally:
+        admin.close()
+
+
+def ensure_dead_letter_topic(config: KafkaConfig) -> None:
+    """Create the dead-letter topic with the source topic's partition count if it is missing."""
+    admin = _admin(config)
     try:
         topics = set(admin.list_topics())
         if config.dead_letter_topic in topics:

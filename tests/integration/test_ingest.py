@@ -39,8 +39,17 @@ def new_secret() -> str:
 
 
 class IngestProcess:
-    def __init__(self, bootstrap: str, topic: str, workdir: Path, **ingest: Any) -> None:
-        self.secrets = [new_secret(), new_secret()]  # current and previous: rotation
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        workdir: Path,
+        name: str = "ingest",
+        secrets: list[str] | None = None,
+        **ingest: Any,
+    ) -> None:
+        # current and previous: rotation; replicas share them
+        self.secrets = secrets or [new_secret(), new_secret()]
         self.port, self.metrics_port = free_port(), free_port()
         config = {
             "kafka": {"bootstrap_servers": bootstrap, "topic": topic},
@@ -53,9 +62,9 @@ class IngestProcess:
                 **ingest,
             },
         }
-        path = workdir / "ingest.yaml"
+        path = workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
-        self.log = workdir / "ingest.log"
+        self.log = workdir / f"{name}.log"
         with open(self.log, "wb") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "consumer", "ingest", "--config", str(path)],
@@ -63,14 +72,14 @@ class IngestProcess:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "WEBHOOK_SECRETS": ",".join(self.secrets)},
             )
-        wait_until(self._up, timeout_s=30, message="ingest listening")
+        wait_until(self._ready, timeout_s=30, message="ingest ready")
 
-    def _up(self) -> bool:
+    def _ready(self) -> bool:
         assert self.proc.poll() is None, self.log.read_text()
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=1)
+            urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=1)
             return True
-        except OSError:
+        except OSError:  # HTTPError (503: not ready yet) included
             return False
 
     def post(
@@ -176,6 +185,35 @@ def test_rejections_publish_nothing(
     assert consume_all(kafka_bootstrap, source_topic, expected=1, timeout_s=3) == []
 
 
+@pytest.mark.parametrize(
+    ("tolerance_s", "expected"),
+    [(5, {120: 401, -120: 401, 2: 202}), (900, {600: 202, -600: 202, 1000: 401})],
+    ids=["5s", "900s"],
+)
+def test_tolerance_setting_bounds_the_timestamp(
+    kafka_bootstrap: str,
+    source_topic: str,
+    tmp_path: Path,
+    tolerance_s: float,
+    expected: dict[int, int],
+) -> None:
+    """``ingest.tolerance_s`` decides how old (or early) a signature may be, not the
+    library's fixed 5 minutes; expected maps the signature's age in seconds to the status."""
+    process = IngestProcess(kafka_bootstrap, source_topic, tmp_path, tolerance_s=tolerance_s)
+    try:
+        body = json.dumps(event_for("webflow")).encode()
+        answers = {
+            age: process.post(body, when=datetime.now(UTC) - timedelta(seconds=age))[0]
+            for age in expected
+        }
+        assert answers == expected
+        recent = datetime.now(UTC)
+        assert process.post(body, when=recent, secret=new_secret())[0] == 401
+        assert process.post(body, when=recent, signature="v1,AAAA v2,BBBB")[0] == 401
+    finally:
+        process.stop()
+
+
 def test_replayed_webhook_is_published_once(
     ingest: IngestProcess, kafka_bootstrap: str, source_topic: str
 ) -> None:
@@ -229,8 +267,8 @@ def test_load_of_1000_signed_requests_loses_nothing(
     )
 
 
-def test_broker_down_answers_503_never_202(tmp_path: Path) -> None:
-    broker = LocalKafka(tmp_path / "kafka")
+def test_broker_down_answers_503_never_202_and_stops_cleanly(tmp_path: Path) -> None:
+    broker = LocalKafka(tmp_path / "kafka")  # its own: this test stops it
     broker.start()
     topic = create_topic(broker.bootstrap, unique_topic("down"))
     process = IngestProcess(broker.bootstrap, topic, tmp_path, publish_timeout_s=3)
@@ -240,6 +278,48 @@ def test_broker_down_answers_503_never_202(tmp_path: Path) -> None:
         status, _, headers = process.post(json.dumps(event_for("webflow")).encode())
         assert status == 503
         assert headers.get("Retry-After") == "5"
+        # SIGTERM while the 503's record is still in the producer's buffer
+        process.proc.terminate()
+        assert process.proc.wait(30) == 0
     finally:
         process.stop()
         broker.stop()
+    output = process.log.read_text()
+    assert "Traceback" not in output, output
+    [warning] = [
+        line
+        for line in map(json.loads, output.splitlines())
+        if line["level"] == "warning" and "unpublished" in line["msg"]
+    ]
+    assert warning["records"] == 1 and "503" in warning["msg"], warning
+
+
+def test_replicas_publish_a_webhook_id_once(
+    kafka_bootstrap: str, source_topic: str, tmp_path: Path
+) -> None:
+    """Two ``asset-sync ingest`` processes share the ids they published through the ids
+    topic, and a replica that starts again reads back the ids within the tolerance."""
+    first = IngestProcess(kafka_bootstrap, source_topic, tmp_path, name="replica-1")
+    replicas = [first]
+    body = json.dumps(event_for("lexful")).encode()
+    try:
+        replicas.append(
+            IngestProcess(kafka_bootstrap, source_topic, tmp_path, "replica-2", first.secrets)
+        )
+        assert first.post(body, webhook_id="msg_shared")[0] == 202
+        # a sender's retry comes later than the documented window (the follow latency)
+        time.sleep(1)
+        status, answer, _ = replicas[1].post(body, webhook_id="msg_shared")  # signed again
+        assert (status, answer) == (200, {"duplicate": True, "webhook_id": "msg_shared"})
+        for replica in replicas:
+            replica.stop()
+        restarted = IngestProcess(
+            kafka_bootstrap, source_topic, tmp_path, "replica-2-again", first.secrets
+        )
+        replicas.append(restarted)
+        assert restarted.post(body, webhook_id="msg_shared")[0] == 200
+        assert restarted.post(body, webhook_id="msg_other")[0] == 202
+    finally:
+        for replica in replicas:
+            replica.stop()
+    assert len(consume_all(kafka_bootstrap, source_topic, expected=3, timeout_s=5)) == 2
