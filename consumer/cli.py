@@ -80,11 +80,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from consumer.config import load_config
-    from consumer.replay import ReplayFilter, parse_since, replay
+    from consumer.replay import make_filter, replay
 
-    if args.limit is not None and args.limit < 1:
-        raise UsageError("--limit must be at least 1")
-    flt = ReplayFilter(args.reason, args.vendor, parse_since(args.since), args.limit)
+    flt = make_filter(
+        reason=args.reason,
+        vendor=args.vendor,
+        since=args.since,
+        asset=args.asset,
+        event_id=args.event_id,
+        limit=args.limit,
+    )
     return replay(load_config(args.config), flt, args.dry_run, sys.stdout)
 
 
@@ -126,9 +131,13 @@ def _build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--config", type=Path, required=True)
     replay.add_argument("--reason")
     replay.add_argument("--vendor")
-    replay.add_argument("--since")
-    replay.add_argument("--limit", type=int)
-    replay.add_argument("--dry-run", action="store_true")
+    replay.add_argument("--since", help="2h, 30m, 1d or an RFC 3339 time")
+    replay.add_argument("--asset", metavar="ID", help="the event's asset id, exactly")
+    replay.add_argument("--event-id", metavar="ID", help="the CloudEvents id, exactly")
+    replay.add_argument("--limit", metavar="N")  # checked by make_filter: one-line error
+    replay.add_argument(
+        "--dry-run", action="store_true", help="list what would be replayed; commits nothing"
+    )
     replay.set_defaults(func=_replay)
 
     publish = sub.add_parser("publish", help="validate events and produce them to the topic")
