@@ -29,12 +29,12 @@ EVENTS_DEAD_LETTERED = Counter(
 )
 EVENTS_DUPLICATE = Counter(
     "asset_sync_events_duplicate_total",
-    "Events skipped because the same id was delivered recently.",
+    "Events skipped because the same source and id were delivered recently.",
     ["vendor"],
 )
 VENDOR_REQUESTS = Counter(
     "asset_sync_vendor_requests_total",
-    "HTTP requests to vendor APIs by answer (status code, 'timeout' or 'connection_error').",
+    "HTTP requests to vendor APIs by answer (status code, 'timeout' or 'connection').",
     ["vendor", "code"],
 )
 VENDOR_REQUEST_DURATION = Histogram(

@@ -94,7 +94,16 @@ class Pipeline:
         self.tracker.add(tp, record.offset)
         self._idle.clear()
         if isinstance(parsed, Rejection):
-            self._spawn(self._dead_letter(record, tp, parsed.reason, parsed.message()))
+            self._spawn(
+                self._dead_letter(
+                    record,
+                    tp,
+                    parsed.reason,
+                    parsed.message(),
+                    vendor=parsed.vendor,
+                    event_id=parsed.event_id,
+                )
+            )
             return
         work = Work(record, parsed, tp)
         key = parsed.asset_key
@@ -190,8 +199,25 @@ class Pipeline:
             self._drains.pop(key, None)
 
     async def _deliver(self, work: Work) -> None:
+        """Deliver one record; a bug of ours ends in a dead-letter record, never in an
+        offset that waits forever (the worker would otherwise drop its whole queue)."""
+        try:
+            await self._deliver_or_raise(work)
+        except Exception as error:  # CancelledError (a drop, a shutdown) is not one
+            log.error("delivery failed unexpectedly", exc_info=error)
+            await self._dead_letter(
+                work.record,
+                work.tp,
+                Reason.INTERNAL_ERROR,
+                self.dispatcher.redact(f"{type(error).__name__}: {error}"),
+                vendor=work.event.vendor,
+                event_id=work.event.id,
+            )
+
+    async def _deliver_or_raise(self, work: Work) -> None:
         event = work.event
-        if self.recent.seen(event.id):
+        identity = (event.source, event.id)  # CloudEvents identity: source and id together
+        if self.recent.seen(identity):
             metrics.EVENTS_DUPLICATE.labels(event.vendor).inc()
             self._log("duplicate skipped", work, "duplicate", 0)
             self.tracker.finish(work.tp, work.record.offset)
@@ -206,7 +232,7 @@ class Pipeline:
         if work.dropped:
             return
         if outcome.delivered:
-            self.recent.add(event.id)
+            self.recent.add(identity)
             self._delivered[event.vendor].inc()
             if work.record.timestamp > 0:
                 self._latency[event.vendor].observe(
@@ -221,7 +247,8 @@ class Pipeline:
                 outcome.reason or Reason.VENDOR_REJECTED,
                 outcome.error,
                 outcome=outcome,
-                event=event,
+                vendor=event.vendor,
+                event_id=event.id,
             )
 
     async def _dead_letter(
@@ -232,10 +259,10 @@ class Pipeline:
         error: str,
         *,
         outcome: Outcome | None = None,
-        event: Event | None = None,
+        vendor: str | None = None,
+        event_id: str | None = None,
     ) -> None:
         """Write the dead-letter record, retrying until the broker acknowledges it."""
-        vendor = event.vendor if event else None
         for attempt in range(10**9):
             try:
                 await self.dead_letters.write(
@@ -255,7 +282,7 @@ class Pipeline:
                 await asyncio.sleep(DEAD_LETTER_RETRY_S[min(attempt, len(DEAD_LETTER_RETRY_S) - 1)])
         metrics.EVENTS_DEAD_LETTERED.labels(vendor or "unknown", str(reason)).inc()
         fields: dict[str, Any] = {
-            "event_id": event.id if event else None,
+            "event_id": event_id,
             "vendor": vendor,
             "outcome": "dead_lettered",
             "reason": str(reason),

@@ -13,3 +13,4 @@ class Reason(StrEnum):
     VENDOR_REJECTED = "vendor_rejected"
     AUTH_FAILED = "auth_failed"
     RETRIES_EXHAUSTED = "retries_exhausted"
+    INTERNAL_ERROR = "internal_error"  # a bug of ours: dead-lettered, never a stuck offset

@@ -1,4 +1,4 @@
-"""Event ids delivered recently, so a producer retry or a replay of the same event is skipped.
+"""Events (source and id) delivered recently, so a producer retry or replay is skipped.
 
 A time window and a size cap bound the memory; this is a per-process courtesy that saves
 vendor calls, not a guarantee (another process, or a restart, does not know these ids).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 MAX_IDS = 200_000
 
@@ -20,16 +20,16 @@ class RecentIds:
         self.window_s = window_s
         self.clock = clock
         self.max_ids = max_ids
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._seen: OrderedDict[Hashable, float] = OrderedDict()
 
-    def add(self, event_id: str) -> None:
+    def add(self, event_id: Hashable) -> None:
         if self.window_s <= 0:
             return
         self._seen[event_id] = self.clock()
         self._seen.move_to_end(event_id)
         self._expire()
 
-    def seen(self, event_id: str) -> bool:
+    def seen(self, event_id: Hashable) -> bool:
         if self.window_s <= 0:
             return False
         self._expire()

@@ -39,3 +39,17 @@ def test_window_zero_turns_deduplication_off(
     wait_until(lambda: len(vendors.trelica.updates()) == 2, message="two deliveries")
     assert service.metric("asset_sync_events_duplicate_total") == 0
     assert service.terminate() == 0
+
+
+def test_the_same_id_from_another_source_is_a_different_event(
+    kafka_bootstrap: str, source_topic: str, vendors: FakeVendors, start_service: StartService
+) -> None:
+    """CloudEvents identity is (source, id): an equal id from another producer is delivered."""
+    service = start_service(dispatch={"dedup_window_s": 60})
+    first = marked("trelica", "from-cmdb")
+    second = {**marked("trelica", "from-erp"), "id": first["id"], "source": "erp://acme"}
+    produce(kafka_bootstrap, source_topic, [(b"t", encode(e), []) for e in (first, second)])
+    wait_until(lambda: len(vendors.trelica.updates()) == 2, message="both delivered")
+    assert [r.body["notes"] for r in vendors.trelica.updates()] == ["from-cmdb", "from-erp"]
+    assert service.metric("asset_sync_events_duplicate_total") == 0
+    assert service.terminate() == 0
