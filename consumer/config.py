@@ -1,4 +1,5 @@
-"""Configuration (SPEC section 3): YAML, ``${ENV}`` substitution, ``ASSET_SYNC_*`` overrides.
+"""Configuration (SPEC section 3): YAML, ``${ENV}`` substitution, ``ASSET_SYNC_*`` overrides,
+and secrets read from files (``<secret key>_file: /var/run/secrets/...``, a mounted Secret).
 
 Everything wrong with a configuration is a ``ConfigError`` that names the key, raised at start.
 Secret values are wrapped in ``Secret`` as soon as they are read, so that no ``repr`` of a
@@ -184,6 +185,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
 def parse_config(raw: dict[str, Any], environ: Mapping[str, str]) -> Config:
     tree = _apply_overrides(raw, environ)
     tree = _substitute(tree, environ, "")
+    tree = _read_secret_files(tree, "")
     known = {"kafka", "retry", "metrics", "dispatch", "ingest", "connections", "log_level"}
     for key in tree:
         if key not in known:
@@ -245,6 +247,31 @@ def _substitute(value: Any, environ: Mapping[str, str], key: str) -> Any:
 
     resolved = _ENV_REF.sub(replace, value)
     return Secret(resolved) if key.rsplit(".", 1)[-1] in SECRET_KEYS else resolved
+
+
+def _read_secret_files(value: Any, key: str) -> Any:
+    """``client_secret_file: PATH`` becomes ``client_secret`` with the file's content (one
+    trailing newline dropped), the way Kubernetes users mount Secrets as files."""
+    if not isinstance(value, dict):
+        return value
+    result: dict[str, Any] = {}
+    for name, child in value.items():
+        path = f"{key}.{name}" if key else name
+        base = name.removesuffix("_file")
+        if base == name or base not in SECRET_KEYS:
+            result[name] = _read_secret_files(child, path)
+            continue
+        if base in value:
+            raise ConfigError(path, f"give {base} or {name}, not both")
+        if not isinstance(child, str) or not child:
+            raise ConfigError(path, "must be the path of a file")
+        try:
+            text = Path(child).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise ConfigError(path, f"cannot read {child}: {reason}") from None
+        result[base] = Secret(text.removesuffix("\n").removesuffix("\r"))
+    return result
 
 
 def _section(cls: Any, tree: dict[str, Any], name: str) -> Any:
@@ -315,10 +342,32 @@ def _connections(raw: Any) -> dict[str, dict[str, Connection]]:
             base_url = settings.get("base_url")
             if not isinstance(base_url, str) or not _is_base_url(base_url):
                 raise ConfigError(f"{key}.base_url", "must be an http(s) URL without query")
-            connection = Connection(vendor, str(name), base_url.rstrip("/"), dict(settings))
+            checked = _connection_settings(key, VENDORS[vendor], settings)
+            connection = Connection(vendor, str(name), base_url.rstrip("/"), checked)
             VENDORS[vendor].check_connection(connection)
             result[vendor][str(name)] = connection
     return result
+
+
+def _connection_settings(key: str, client: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """Every key known to the vendor and of its kind: a typo (``scopes`` for ``scope``) or a
+    bad value stops the start, instead of failing at the first event of the connection."""
+    kinds = {**client.common_settings, **client.settings}
+    checked: dict[str, Any] = {}
+    for name, value in settings.items():
+        kind = kinds.get(name)
+        if kind is None:
+            known = ", ".join(sorted(kinds))
+            raise ConfigError(f"{key}.{name}", f"unknown key for {client.name} (known: {known})")
+        if value is None:
+            continue  # an empty key is an unset one
+        if kind == "secret":
+            checked[name] = value if isinstance(value, Secret) else Secret(str(value))
+            continue
+        checked[name] = _coerce(f"{key}.{name}", kind, value)
+        if kind in ("int", "float") and checked[name] <= 0:
+            raise ConfigError(f"{key}.{name}", "must be positive")
+    return checked
 
 
 def _is_base_url(url: str) -> bool:

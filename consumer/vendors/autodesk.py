@@ -28,6 +28,12 @@ from consumer.vendors.trelica import basic_auth
 class AutodeskClient(VendorClient):
     name = "autodesk"
     batched = True
+    settings = {
+        "token": "secret",
+        "client_id": "str",
+        "client_secret": "secret",
+        "refresh_token": "secret",
+    }
 
     @classmethod
     def check_connection(cls, connection: Connection) -> None:

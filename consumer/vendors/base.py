@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -72,6 +72,10 @@ class VendorClient(ABC):
     name: ClassVar[str]
     batched: ClassVar[bool] = False
     rate_window_s: ClassVar[float] = 60.0  # the window X-RateLimit-Limit counts over
+    # The connection keys this vendor reads, and their kind (str, int, float, bool or
+    # secret): anything else in a connection is a mistake, refused at start with its key.
+    settings: ClassVar[Mapping[str, str]] = {}
+    common_settings: ClassVar[Mapping[str, str]] = {"base_url": "str", "rate_window_s": "float"}
 
     def __init__(self, connection: Connection, http: HttpClient) -> None:
         self.connection = connection

@@ -39,6 +39,7 @@ def _sha256(*parts: bytes) -> str:
 
 class EnosClient(VendorClient):
     name = "enos"
+    settings = {"app_key": "str", "app_secret": "secret"}
 
     @classmethod
     def check_connection(cls, connection: Connection) -> None:

@@ -21,6 +21,12 @@ from consumer.vendors.base import VendorClient, bearer_json, segment
 
 class LexfulClient(VendorClient):
     name = "lexful"
+    settings = {
+        "account_id": "str",
+        "token": "secret",
+        "api_key_id": "str",
+        "api_key_secret": "secret",
+    }
 
     @classmethod
     def check_connection(cls, connection: Connection) -> None:

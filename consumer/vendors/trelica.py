@@ -25,6 +25,7 @@ def basic_auth(user: str, password: str) -> str:
 
 class TrelicaClient(VendorClient):
     name = "trelica"
+    settings = {"client_id": "str", "client_secret": "secret", "scope": "str"}
 
     @classmethod
     def check_connection(cls, connection: Connection) -> None:

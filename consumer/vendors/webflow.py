@@ -27,6 +27,7 @@ from consumer.vendors.base import VendorClient, bearer_json, segment
 class WebflowClient(VendorClient):
     name = "webflow"
     rate_window_s = 60.0
+    settings = {"token": "secret"}
 
     @classmethod
     def check_connection(cls, connection: Connection) -> None:

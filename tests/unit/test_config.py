@@ -128,3 +128,67 @@ def test_secret_value_is_not_in_the_error_for_a_bad_secret_key(tmp_path: Path) -
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, text), {"WEBFLOW_TOKEN": "wf-secret-1", "TS": "ts-secret"})
     assert "ts-secret" not in str(caught.value) and "wf-secret-1" not in str(caught.value)
+
+
+TRELICA = """
+connections:
+  trelica:
+    default: {base_url: https://app.trelica.com, client_id: cid, client_secret: s3cr3t-value%s}
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "problem"),
+    [
+        (", scopes: assets.write", "connections.trelica.default.scopes", "unknown key"),
+        (", rate_window_s: abc", "connections.trelica.default.rate_window_s", "must be float"),
+        (", rate_window_s: 0", "connections.trelica.default.rate_window_s", "must be positive"),
+        (", scope: {a: 1}", "connections.trelica.default.scope", "single value"),
+    ],
+)
+def test_every_connection_key_is_checked_at_start(
+    tmp_path: Path, extra: str, key: str, problem: str
+) -> None:
+    """A mistyped connection key once loaded quietly and froze a partition at its first event."""
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, TRELICA % extra), {})
+    assert error.value.key == key
+    assert problem in str(error.value)
+    assert "s3cr3t" not in str(error.value)
+
+
+def test_secrets_are_read_from_mounted_files(tmp_path: Path) -> None:
+    (tmp_path / "client-secret").write_text("from-a-file\n")
+    (tmp_path / "sasl").write_text("sasl-pass")
+    text = f"""
+kafka: {{sasl_plain_password_file: {tmp_path / "sasl"}}}
+connections:
+  trelica:
+    default:
+      base_url: https://app.trelica.com
+      client_id: cid
+      client_secret_file: {tmp_path / "client-secret"}
+"""
+    config = load_config(write(tmp_path, text), {})
+    assert config.connections["trelica"]["default"].secret("client_secret") == "from-a-file"
+    assert config.kafka.sasl_plain_password == Secret("sasl-pass")
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ("client_secret_file: /nonexistent/secret", "cannot read /nonexistent/secret"),
+        ("client_secret_file: /etc/hostname, client_secret: x", "not both"),
+        ("client_secret_file: ''", "must be the path of a file"),
+    ],
+)
+def test_a_bad_secret_file_names_its_key(tmp_path: Path, settings: str, problem: str) -> None:
+    text = f"""
+connections:
+  trelica:
+    default: {{base_url: https://app.trelica.com, client_id: cid, {settings}}}
+"""
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text), {})
+    assert error.value.key == "connections.trelica.default.client_secret_file"
+    assert problem in str(error.value)
