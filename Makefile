@@ -7,6 +7,11 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 .PHONY: setup tools demo test lint unit broker broker-stop bench audit clean
 
 KUSTOMIZE_VERSION := v5.7.1
+# helm from the Go module proxy, built as helm's own Makefile does: the -X flags give it its
+# version and the Kubernetes version of its client-go (v0.37), which `go install` leaves unset.
+HELM_VERSION := v3.22.0
+HELM_LDFLAGS := -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+  $(foreach pkg,pkg/chartutil pkg/lint/rules,-X helm.sh/helm/v3/$(pkg).k8sVersionMajor=1 -X helm.sh/helm/v3/$(pkg).k8sVersionMinor=37)
 export PATH := $(CURDIR)/.local/bin:$(PATH)
 
 $(STAMP): pyproject.toml
@@ -24,9 +29,10 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/asset-sync demo $(DEMO_ARGS)
 
-## tools: kustomize (Go module proxy) and promtool (Debian) for the manifest checks
+## tools: kustomize and helm (Go module proxy) and promtool (Debian) for the manifest checks
 tools:
 	@command -v kustomize >/dev/null || GOBIN=$(CURDIR)/.local/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	@command -v helm >/dev/null || GOBIN=$(CURDIR)/.local/bin go install -ldflags '$(HELM_LDFLAGS)' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 	@command -v promtool >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \

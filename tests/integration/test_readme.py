@@ -2,14 +2,15 @@
 
 Each block is preceded by ``<!-- readme: KIND -->``: ``run`` blocks are executed by this test
 against the session's broker, ``demo`` runs ``make demo``, ``ci`` is ``make test`` itself
-(``.ci/run``), and ``cluster`` blocks (kubectl) name overlays that tests/unit/test_deploy.py
-builds and validates.
+(``.ci/run``), and ``cluster`` blocks (kubectl, helm) name overlays that tests/unit/test_deploy.py
+builds and validates, and install the chart with values this test renders and checks.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from tests.kafka_helpers import consume_all
+from tests.unit.test_deploy import dangling_references, run, tool
+from tests.unit.test_helm import KUBE_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK = re.compile(r"<!-- readme: (\w+) -->\n```sh\n(.*?)```", re.S)
@@ -43,6 +46,25 @@ def test_cluster_blocks_apply_overlays_that_exist() -> None:
     for body in blocks("cluster"):
         for path in re.findall(r"apply -k (\S+)", body):
             assert (ROOT / path / "kustomization.yaml").is_file()
+
+
+def test_cluster_blocks_install_the_chart_with_values_that_render() -> None:
+    """Each ``helm install`` of the README, as ``helm template`` with the same arguments: the
+    values pass the chart's schema and every object the output names exists or is a Secret the
+    README creates by hand."""
+    commands = [
+        shlex.split(line, comments=True)
+        for body in blocks("cluster")
+        for line in body.replace("\\\n", " ").splitlines()
+        if line.startswith("helm ")
+    ]
+    assert commands, "the README shows the Helm install"
+    for command in commands:
+        assert command[1] == "install", command
+        out = run(tool("helm"), "template", *command[2:], *KUBE_VERSION, cwd=ROOT)
+        docs = [doc for doc in yaml.safe_load_all(out) if doc]
+        assert "Deployment" in {d["kind"] for d in docs}
+        assert dangling_references(docs) == []
 
 
 def test_run_blocks_work_against_the_broker(kafka_bootstrap: str, tmp_path: Path) -> None:
