@@ -261,6 +261,69 @@ def rate_limit(bench: Bench, repeat: int, quick: bool) -> list[Row]:
     ]
 
 
+SHARED_LIMIT = 20.0  # requests a second, for every vendor of scenario 9
+# Scenario 9's vendors: simulator flags and the connection keys that describe them.
+SHARED_VENDORS = {
+    # the issue's vendor: 20/s, a bucket of 20, announced Webflow-style as 1200 a minute
+    "token bucket 20/s": (["--webflow-rate", "20", "--webflow-announce", "1200"], {}),
+    # Webflow's plan limit (60 a minute, all at the minute's start) scaled down to 20 per
+    # 1 s window, so that 60 s hold 60 windows
+    "fixed window 20 per 1 s": (["--webflow-window", "20/1"], {"rate_window_s": 1}),
+}
+
+
+def shared_rate_limit(bench: Bench, quick: bool) -> list[Row]:
+    """1, 2 and 3 replicas sharing one rate-limited Webflow credential: aggregate accepted
+    requests as a share of the limit, and the share of requests answered 429, over a steady
+    state that starts once every replica delivers (plus 10 s)."""
+    steady_s = 20.0 if quick else 60.0
+    count = int(SHARED_LIMIT * (steady_s + 60))  # a backlog throughout
+    data = records(["webflow"], count, assets=count)
+    rows = []
+    for vendor, (flags, keys) in SHARED_VENDORS.items():
+        for replicas in (1, 2, 3):
+            with Simulator(flags) as sim:
+                sim.connections["webflow"]["default"].update(keys)
+                topic = bench.topic(6)
+                bench.preload(topic, data)
+                services = [Service(bench.config(topic, sim.connections)) for _ in range(replicas)]
+                try:
+                    all_delivering(services)
+                    time.sleep(10)
+                    before, started = sim.stats("webflow"), time.monotonic()
+                    time.sleep(steady_s)
+                    after, ended = sim.stats("webflow"), time.monotonic()
+                finally:
+                    stop(services)
+            accepted = (after["ok"] - before["ok"]) / (ended - started)
+            refused = after["by_status"].get("429", 0) - before["by_status"].get("429", 0)
+            sent = sum(after["by_status"].values()) - sum(before["by_status"].values())
+            share, limited = accepted / SHARED_LIMIT, refused / max(sent, 1)
+            rows.append(
+                Row(
+                    f"9 shared rate limit, {vendor}, {replicas} replica(s)",
+                    f"accepted / limit over {steady_s:.0f} s",
+                    share * 100,
+                    f"%, {limited:.1%} answered 429",
+                    None,
+                    ">= 90%, <= 2% 429",
+                    share >= 0.9 and limited <= 0.02,
+                )
+            )
+    return rows
+
+
+def all_delivering(services: list[Service], timeout_s: float = 120) -> None:
+    """Until every replica has delivered something (the group formed, each holds partitions)."""
+    deadline, done = time.monotonic() + timeout_s, [0.0]
+    while time.monotonic() < deadline:
+        done = [s.total("asset_sync_events_delivered_total") for s in services]
+        if all(done):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"not every replica delivered in {timeout_s}s: {done}, {services[0].config}")
+
+
 def scale_out(bench: Bench, quick: bool) -> list[Row]:
     per_vendor = 3_000 if quick else 8_000
     data = records(VENDORS, per_vendor)

@@ -31,6 +31,7 @@ SECRET_KEYS = frozenset(
         "sasl_plain_password",
         "ssl_password",
         "secrets",
+        "encryption_key",
     }
 )
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -93,11 +94,28 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class BreakerConfig:
+    """Each connection's circuit breaker (consumer/breaker.py): when to stop calling a vendor
+    that fails, and how often to try it again."""
+
+    failure_threshold: int = 10  # failures in a row (5xx, timeouts, connection errors); 0: off
+    open_s: float = 1.0  # the first wait before a probe; doubles after each failed probe
+    max_open_s: float = 30.0  # the longest wait between probes
+
+
+class _Default(int):
+    """A default that can be told from the same number written in the configuration."""
+
+
+@dataclass(frozen=True)
 class DispatchConfig:
     """How hard the service pushes: concurrency, timeouts, batching."""
 
     max_in_flight: int = 1024
-    max_in_flight_per_vendor: int = 256
+    max_in_flight_per_connection: int = _Default(256)
+    # Deprecated alias, from when the share was per vendor: sets max_in_flight_per_connection
+    # unless that is given too.
+    max_in_flight_per_vendor: int | None = None
     max_buffered: int = 20_000
     max_uncommitted: int = 200_000
     commit_interval_s: float = 1.0
@@ -107,6 +125,12 @@ class DispatchConfig:
     batch_max: int = 100
     batch_linger_s: float = 0.02
     shutdown_grace_s: float = 20.0
+
+    def __post_init__(self) -> None:
+        share = self.max_in_flight_per_connection
+        if isinstance(share, _Default) and self.max_in_flight_per_vendor is not None:
+            share = self.max_in_flight_per_vendor
+        object.__setattr__(self, "max_in_flight_per_connection", int(share))
 
 
 @dataclass(frozen=True)
@@ -120,6 +144,26 @@ class IngestConfig:
     tolerance_s: float = 300.0
     publish_timeout_s: float = 10.0
     ids_topic: str | None = None  # webhook ids shared by replicas; None: <kafka.topic>.ingest-ids
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """Connection state that must outlive a process (consumer/connection_state.py): Autodesk's
+    rotating refresh token, encrypted on a compacted topic shared by the replicas."""
+
+    topic: str | None = None  # None: <kafka.topic>.state
+    encryption_key: Secret | None = None  # Fernet keys, comma-separated: the first encrypts
+
+
+@dataclass(frozen=True)
+class FreshnessConfig:
+    """Per-field last-writer-wins (consumer/freshness.py): what a replica remembers of the
+    fields it delivered, kept in a compacted changelog topic and a local store."""
+
+    enabled: bool = True
+    changelog_topic: str | None = None  # None: <kafka.topic>.freshness
+    store_dir: str | None = None  # None: a directory under the system's temporary directory
+    cache_mb: int = 64  # memory for the field maps of the assets used last, and SQLite's cache
 
 
 @dataclass(frozen=True)
@@ -152,9 +196,12 @@ class Connection:
 class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    freshness: FreshnessConfig = field(default_factory=FreshnessConfig)
+    state: StateConfig = field(default_factory=StateConfig)
     connections: Mapping[str, Mapping[str, Connection]] = field(default_factory=dict)
     log_level: str = "INFO"
 
@@ -186,7 +233,18 @@ def parse_config(raw: dict[str, Any], environ: Mapping[str, str]) -> Config:
     tree = _apply_overrides(raw, environ)
     tree = _substitute(tree, environ, "")
     tree = _read_secret_files(tree, "")
-    known = {"kafka", "retry", "metrics", "dispatch", "ingest", "connections", "log_level"}
+    known = {
+        "kafka",
+        "retry",
+        "breaker",
+        "metrics",
+        "dispatch",
+        "ingest",
+        "freshness",
+        "state",
+        "connections",
+        "log_level",
+    }
     for key in tree:
         if key not in known:
             raise ConfigError(str(key), f"unknown section (known: {', '.join(sorted(known))})")
@@ -196,9 +254,12 @@ def parse_config(raw: dict[str, Any], environ: Mapping[str, str]) -> Config:
     config = Config(
         kafka=_section(KafkaConfig, tree, "kafka"),
         retry=_section(RetryConfig, tree, "retry"),
+        breaker=_section(BreakerConfig, tree, "breaker"),
         metrics=_section(MetricsConfig, tree, "metrics"),
         dispatch=_section(DispatchConfig, tree, "dispatch"),
         ingest=_section(IngestConfig, tree, "ingest"),
+        freshness=_section(FreshnessConfig, tree, "freshness"),
+        state=_section(StateConfig, tree, "state"),
         connections=_connections(tree.get("connections") or {}),
         log_level=log_level,
     )
@@ -364,10 +425,46 @@ def _connection_settings(key: str, client: Any, settings: dict[str, Any]) -> dic
         if kind == "secret":
             checked[name] = value if isinstance(value, Secret) else Secret(str(value))
             continue
+        if kind == "statuses":
+            checked[name] = _to_statuses(f"{key}.{name}", value)
+            continue
+        if kind == "rate":
+            checked[name] = _to_rate(f"{key}.{name}", value)
+            continue
         checked[name] = _coerce(f"{key}.{name}", kind, value)
         if kind in ("int", "float") and checked[name] <= 0:
             raise ConfigError(f"{key}.{name}", "must be positive")
     return checked
+
+
+def _to_rate(key: str, value: Any) -> float:
+    """A rate such as ``60/min`` or ``20/s``, in requests per second."""
+    from consumer.vendors.pacing import parse_rate_limit
+
+    try:
+        return parse_rate_limit(str(value))
+    except ValueError as error:
+        raise ConfigError(key, str(error)) from None
+
+
+def _to_statuses(key: str, value: Any) -> frozenset[int]:
+    """HTTP statuses to retry: a list of codes and classes, e.g. ``[429, 409, 408, 5xx]``."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    statuses: set[int] = set()
+    for item in items:
+        text = str(item).strip().lower()
+        if len(text) == 3 and text[0] in "45" and text.endswith("xx"):
+            base = int(text[0]) * 100
+            statuses.update(range(base, base + 100))
+        elif text.isdigit() and 400 <= int(text) <= 599 and int(text) != 401:
+            statuses.add(int(text))
+        else:
+            raise ConfigError(
+                key,
+                f"{item!r} is not a 4xx/5xx status or class (e.g. [429, 409, 408, 5xx]; "
+                "401 always refreshes the token)",
+            )
+    return frozenset(statuses)
 
 
 def _is_base_url(url: str) -> bool:
@@ -389,11 +486,28 @@ def _check_ranges(config: Config) -> None:
             config.retry.max_delay_s >= config.retry.base_delay_s,
             "must be at least retry.base_delay_s",
         ),
+        (
+            "breaker.failure_threshold",
+            config.breaker.failure_threshold >= 0,
+            "must not be negative",
+        ),
+        ("breaker.open_s", config.breaker.open_s > 0, "must be positive"),
+        (
+            "breaker.max_open_s",
+            config.breaker.max_open_s >= config.breaker.open_s,
+            "must be at least breaker.open_s",
+        ),
         ("metrics.port", 0 <= config.metrics.port <= 65535, "must be a TCP port"),
         ("dispatch.max_in_flight", config.dispatch.max_in_flight >= 1, "must be at least 1"),
         (
             "dispatch.max_in_flight_per_vendor",
-            config.dispatch.max_in_flight_per_vendor >= 1,
+            config.dispatch.max_in_flight_per_vendor is None
+            or config.dispatch.max_in_flight_per_vendor >= 1,
+            "must be at least 1",
+        ),
+        (
+            "dispatch.max_in_flight_per_connection",
+            config.dispatch.max_in_flight_per_connection >= 1,
             "must be at least 1",
         ),
         ("dispatch.batch_max", 1 <= config.dispatch.batch_max <= 100, "must be 1..100"),
@@ -413,6 +527,13 @@ def _check_ranges(config: Config) -> None:
         ),
         ("kafka.bootstrap_servers", bool(config.kafka.bootstrap_servers.strip()), "is required"),
         ("kafka.topic", bool(config.kafka.topic.strip()), "is required"),
+        ("freshness.cache_mb", config.freshness.cache_mb >= 1, "must be at least 1"),
+        (
+            "freshness.changelog_topic",
+            config.freshness.changelog_topic
+            not in (config.kafka.topic, config.kafka.dead_letter_topic),
+            "must differ from kafka.topic and kafka.dead_letter_topic",
+        ),
         (
             "kafka.dead_letter_topic",
             config.kafka.dead_letter_topic != config.kafka.topic,

@@ -1,4 +1,5 @@
-"""Delivers one event to its vendor: connection lookup, auth refresh, batching, retries.
+"""Delivers one event to its vendor: connection lookup, circuit breaker, auth refresh,
+batching, retries.
 
 ``Dispatcher.deliver`` is shared by ``asset-sync run`` and ``asset-sync dispatch``; it never
 raises for anything a vendor or the network does, it returns an ``Outcome``.
@@ -6,12 +7,14 @@ raises for anything a vendor or the network does, it returns an ``Outcome``.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
 
 from consumer import metrics
 from consumer.batching import Batcher
+from consumer.breaker import CircuitBreaker, State
 from consumer.config import Config, Secret
 from consumer.errors import (
     AuthExpiredError,
@@ -22,15 +25,45 @@ from consumer.errors import (
 )
 from consumer.events import Event
 from consumer.http import HttpClient
+from consumer.logs import get_logger
 from consumer.outcome import Outcome
 from consumer.reasons import Reason
 from consumer.retry import RetryPolicy
 from consumer.vendors import VENDORS, VendorClient
 from consumer.vendors.base import Result
 
+log = get_logger("dispatcher")
+
 
 def _count_retry(vendor: str, error: RetryableError, _: float) -> None:
     metrics.RETRIES.labels(vendor, error.retry_reason).inc()
+
+
+def _breaker(config: Config, vendor: str, connection: str) -> CircuitBreaker:
+    """A connection's breaker, its state shown in ``asset_sync_connection_state``."""
+    gauge = metrics.CONNECTION_STATE.labels(vendor, connection)
+    gauge.set(State.CLOSED)
+    entered = {
+        state: metrics.CONNECTION_TRANSITIONS.labels(vendor, connection, state.name.lower())
+        for state in State
+    }
+
+    level = {State.OPEN: logging.WARNING, State.HALF_OPEN: logging.DEBUG}
+
+    def changed(state: State) -> None:
+        gauge.set(state)
+        entered[state].inc()
+        fields: dict[str, object] = {
+            "vendor": vendor,
+            "connection": connection,
+            "state": state.name.lower(),
+        }
+        if state is State.OPEN:
+            fields["probe_in_s"] = breaker.machine.interval
+        log.log(level.get(state, logging.INFO), "circuit breaker changed", extra={"fields": fields})
+
+    breaker = CircuitBreaker(config.breaker, on_change=changed)
+    return breaker
 
 
 class Dispatcher:
@@ -47,6 +80,13 @@ class Dispatcher:
         self.policy = RetryPolicy(config.retry, rand, on_retry=_count_retry)
         self._clients: dict[tuple[str, str], VendorClient] = {}
         self._batchers: dict[tuple[str, str], Batcher] = {}
+        # One breaker per configured connection, made now so that each shows as closed in
+        # /metrics from the start (an event never adds a label: unknown connections fail).
+        self.breakers = {
+            (vendor, name): _breaker(config, vendor, name)
+            for vendor, named in config.connections.items()
+            for name in named
+        }
         self._secrets = sorted(
             {
                 v.reveal()
@@ -88,7 +128,11 @@ class Dispatcher:
                 f"no connection {event.connection!r} is configured for {event.vendor}",
             )
         try:
-            _, attempts = await self.policy.run(lambda: self._attempt(client, event), event.vendor)
+            _, attempts = await self.policy.run(
+                lambda: self._attempt(client, event),
+                event.vendor,
+                self.breakers[(event.vendor, event.connection)],
+            )
         except DeliveryError as error:
             reason = (
                 error.reason if isinstance(error, PermanentError) else (Reason.RETRIES_EXHAUSTED)

@@ -91,6 +91,10 @@ class Event:
     connection: str
     data: dict[str, Any]
     time: str | None = None
+    # CloudEvents ``sequence`` extension (``ce_sequence`` in binary mode); an integer in a
+    # structured event is kept as its decimal string. With ``time``, it orders an asset's
+    # updates (consumer/freshness.py).
+    sequence: str | None = None
 
     @property
     def asset_id(self) -> str:
@@ -253,6 +257,7 @@ def _validate(document: Any, schemas: SchemaSet) -> Event | Rejection:
         connection=document.get("connection", "default"),
         data=document["data"],
         time=document.get("time"),
+        sequence=None if (sequence := document.get("sequence")) is None else str(sequence),
     )
 
 

@@ -63,9 +63,11 @@ class HttpClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
+            # No per-host cap: the tenants of a vendor share its host, so one that hangs
+            # would hold the cap for all of them; each connection's share is the pipeline's.
             connector = aiohttp.TCPConnector(
                 limit=self._config.max_in_flight,
-                limit_per_host=self._config.max_in_flight_per_vendor,
+                limit_per_host=0,
                 keepalive_timeout=30,
                 ttl_dns_cache=300,
             )

@@ -1,7 +1,8 @@
 """Every Prometheus metric of asset-sync, declared here and nowhere else (SPEC section 6).
 
-Labels are bounded: vendor names, HTTP status codes, dead-letter reasons, retry reasons,
-topic and partition. Never an asset id, an event id or an error text.
+Labels are bounded: vendor names, connection names (only those of the configuration, never
+one read from an event), HTTP status codes, dead-letter reasons, retry reasons, topic and
+partition. Never an asset id, an event id or an error text.
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ EVENTS_DUPLICATE = Counter(
     "Events skipped because the same source and id were delivered recently.",
     ["vendor"],
 )
+EVENTS_STALE = Counter(
+    "asset_sync_events_stale_total",
+    "Events not delivered because a newer update had set every field they set.",
+    ["vendor"],
+)
+STALE_FIELDS = Counter(
+    "asset_sync_stale_fields_total",
+    "Fields taken out of events because a newer update had set them (stale events included).",
+    ["vendor"],
+)
 VENDOR_REQUESTS = Counter(
     "asset_sync_vendor_requests_total",
     "HTTP requests to vendor APIs by answer (status code, 'timeout' or 'connection').",
@@ -44,13 +55,27 @@ VENDOR_REQUEST_DURATION = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 RETRIES = Counter("asset_sync_retries_total", "Attempts retried, by why.", ["vendor", "reason"])
+CONNECTION_STATE = Gauge(
+    "asset_sync_connection_state",
+    "Circuit breaker of each configured connection: 0 closed, 1 half-open, 2 open.",
+    ["vendor", "connection"],
+)
+CONNECTION_TRANSITIONS = Counter(
+    "asset_sync_connection_transitions_total",
+    "Circuit breaker state changes, by the state entered (closed, half_open, open).",
+    ["vendor", "connection", "state"],
+)
 EVENT_DELIVERY = Histogram(
     "asset_sync_event_delivery_seconds",
     "From the record's timestamp to the vendor's acceptance.",
     ["vendor"],
     buckets=DELIVERY_BUCKETS,
 )
-INFLIGHT = Gauge("asset_sync_inflight_events", "Events being delivered now.", ["vendor"])
+INFLIGHT = Gauge(
+    "asset_sync_inflight_events",
+    "Events being delivered now, per configured connection.",
+    ["vendor", "connection"],
+)
 CONSUMER_LAG = Gauge(
     "asset_sync_consumer_lag",
     "Records between the committed offset and the end of the partition.",

@@ -1,12 +1,14 @@
 """From consumed records to finished offsets: per-asset order, parallel everything else.
 
 Each asset (vendor, connection, asset id) has a queue delivered strictly in arrival order;
-different assets run concurrently. Each vendor has a bounded set of workers, each delivering
-one asset's queue at a time, back-off included, and each delivery also holds a slot of the
-whole service: a vendor that is slow, rate-limited or down can only ever take its own share
-(a batched vendor's share counts calls, not deliveries). Assets waiting for a worker cost no
-task, only their queued records. Every record ends delivered or dead-lettered (the
-dead-letter acknowledged), and only then is its offset finished.
+different assets run concurrently. Each connection (vendor + connection name: one tenant)
+has a lane, a bounded set of workers, each delivering one asset's queue at a time, back-off
+included, and each delivery also holds a slot of the whole service: a connection that is
+slow, rate-limited or down can only ever take its own share, so its sibling connections and
+the other vendors keep flowing (a batched vendor's share counts calls, not deliveries).
+Assets waiting for a worker cost no task, only their queued records. Every record ends
+delivered or dead-lettered (the dead-letter acknowledged), and only then is its offset
+finished.
 """
 
 from __future__ import annotations
@@ -18,16 +20,18 @@ import time
 from collections import deque
 from collections.abc import Coroutine
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kafka.structs import TopicPartition
+from prometheus_client import Gauge
 
 from consumer import metrics
 from consumer.config import Config
 from consumer.dead_letter import DeadLetterWriter, SourceRecord
 from consumer.dispatcher import Dispatcher
 from consumer.events import Event, Rejection
+from consumer.freshness import Freshness
 from consumer.kafka_clients import PublishFailed
 from consumer.logs import get_logger
 from consumer.offsets import OffsetTracker
@@ -38,6 +42,20 @@ from consumer.vendors import VENDORS
 
 log = get_logger("pipeline")
 DEAD_LETTER_RETRY_S = (0.5, 1, 2, 5, 10, 30)
+Asset = tuple[str, str, str]  # vendor, connection, asset id
+
+
+@dataclass(eq=False)
+class Lane:
+    """One connection's share of the service: at most ``limit`` workers, and the assets that
+    wait for one. What the connection's vendor does (hang, fail, refuse) stays in here."""
+
+    connection: tuple[str, str]  # vendor, connection name
+    limit: int
+    slots: AbstractAsyncContextManager[Any]  # the all-vendors count, or none (batched)
+    inflight: Gauge | None  # its asset_sync_inflight_events child; None: not configured
+    ready: deque[Asset] = field(default_factory=deque)  # queued work, no worker yet
+    workers: int = 0
 
 
 @dataclass(eq=False)
@@ -49,6 +67,8 @@ class Work:
 
 
 class Pipeline:
+    freshness: Freshness | None = None  # set by the service when freshness.enabled
+
     def __init__(
         self,
         config: Config,
@@ -62,28 +82,29 @@ class Pipeline:
         self.tracker = tracker
         self.recent = RecentIds(config.dispatch.dedup_window_s)
         dispatch = config.dispatch
-        all_slots = asyncio.Semaphore(dispatch.max_in_flight)
-        # Each vendor has at most this many workers, each delivering one asset's queue at a
-        # time: a vendor's share of the service. A batched vendor's call carries up to
-        # batch_max deliveries, so its limit counts calls (max_in_flight_per_vendor of them),
-        # outside the all-vendors count; counting deliveries would cap a call at a few.
-        self._limit = {
-            v: dispatch.max_in_flight_per_vendor * (dispatch.batch_max if c.batched else 1)
-            for v, c in VENDORS.items()
+        self._all_slots = asyncio.Semaphore(dispatch.max_in_flight)
+        if dispatch.max_in_flight_per_vendor is not None:
+            log.warning(
+                "dispatch.max_in_flight_per_vendor is deprecated: it now sets "
+                "dispatch.max_in_flight_per_connection; rename it",
+                extra={"fields": {"per_connection": dispatch.max_in_flight_per_connection}},
+            )
+        # One lane per connection (vendor, connection name), made when its first record
+        # comes and let go when it is idle, so that connection names an event makes up cost
+        # nothing lasting. Gauge children exist for configured connections only: a label
+        # value is never taken from an event.
+        self._lanes: dict[tuple[str, str], Lane] = {}
+        self._gauges = {
+            (v, name): metrics.INFLIGHT.labels(v, name)
+            for v, named in config.connections.items()
+            for name in named
         }
-        self._shared_slots: dict[str, AbstractAsyncContextManager[Any]] = {
-            v: contextlib.nullcontext() if c.batched else all_slots for v, c in VENDORS.items()
-        }
-        self._queues: dict[tuple[str, str, str], deque[Work]] = {}
-        # assets with queued work and no worker yet, per vendor: waiting costs no task
-        self._ready: dict[str, deque[tuple[str, str, str]]] = {v: deque() for v in VENDORS}
-        self._workers = dict.fromkeys(VENDORS, 0)
-        self._drains: dict[tuple[str, str, str], asyncio.Task[None]] = {}  # asset -> worker
+        self._queues: dict[Asset, deque[Work]] = {}
+        self._drains: dict[Asset, asyncio.Task[None]] = {}  # asset -> worker
         self._closing = False
         # label children looked up once: labels() costs more than the increment itself
         self._delivered = {v: metrics.EVENTS_DELIVERED.labels(v) for v in VENDORS}
         self._latency = {v: metrics.EVENT_DELIVERY.labels(v) for v in VENDORS}
-        self._inflight = {v: metrics.INFLIGHT.labels(v) for v in VENDORS}
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -112,8 +133,9 @@ class Pipeline:
             queue.append(work)
         else:
             self._queues[key] = deque([work])
-            self._ready[parsed.vendor].append(key)
-            self._start_worker(parsed.vendor)
+            lane = self._lanes.get(key[:2]) or self._open_lane(parsed.vendor, parsed.connection)
+            lane.ready.append(key)
+            self._start_worker(lane)
 
     def drop(self, partitions: set[TopicPartition]) -> None:
         """Partitions were revoked: stop their work; the new owner will consume it again."""
@@ -124,6 +146,25 @@ class Pipeline:
             worker = self._drains.get(key)
             if worker is not None and queue and queue[0].dropped:  # being delivered: cancel
                 worker.cancel()
+
+    async def settle(self, partitions: set[TopicPartition], grace_s: float) -> None:
+        """Partitions are about to be revoked: start nothing more of theirs, and give what is
+        already on the wire up to ``grace_s`` to finish. A request cancelled on the wire may
+        still be applied, and the new owner would send it again (a rebalance right after a
+        start or a deploy made one duplicate nearly every time)."""
+        in_flight = []
+        for key, queue in self._queues.items():
+            for index, work in enumerate(queue):
+                if work.tp not in partitions:
+                    continue
+                if index == 0 and key in self._drains:
+                    in_flight.append((key, work))
+                else:
+                    work.dropped = True
+        deadline = time.monotonic() + grace_s
+        while in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+            in_flight = [(k, w) for k, w in in_flight if (q := self._queues.get(k)) and q[0] is w]
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until nothing is queued or in flight; False when time ran out."""
@@ -157,27 +198,45 @@ class Pipeline:
         if not self._tasks:
             self._idle.set()
 
-    def _start_worker(self, vendor: str) -> None:
-        if self._ready[vendor] and self._workers[vendor] < self._limit[vendor]:
-            self._workers[vendor] += 1
-            self._spawn(self._work(vendor))
+    def _open_lane(self, vendor: str, connection: str) -> Lane:
+        """A connection's share: ``max_in_flight_per_connection`` workers, each holding a
+        slot of the whole service while it delivers. A batched vendor's call carries up to
+        ``batch_max`` deliveries, so its lane counts calls (that many workers per call),
+        outside the all-vendors count; counting deliveries would cap a call at a few."""
+        dispatch = self.config.dispatch
+        batched = VENDORS[vendor].batched
+        lane = Lane(
+            connection=(vendor, connection),
+            limit=dispatch.max_in_flight_per_connection * (dispatch.batch_max if batched else 1),
+            slots=contextlib.nullcontext() if batched else self._all_slots,
+            inflight=self._gauges.get((vendor, connection)),
+        )
+        self._lanes[(vendor, connection)] = lane
+        return lane
 
-    async def _work(self, vendor: str) -> None:
-        """One worker: drain the vendor's ready assets one at a time, then end."""
-        ready = self._ready[vendor]
+    def _start_worker(self, lane: Lane) -> None:
+        if lane.ready and lane.workers < lane.limit:
+            lane.workers += 1
+            self._spawn(self._work(lane))
+
+    async def _work(self, lane: Lane) -> None:
+        """One worker: drain the lane's ready assets one at a time, then end."""
+        ready = lane.ready
         try:
             while ready:
                 key = ready.popleft()
                 task = asyncio.current_task()
                 assert task is not None
                 self._drains[key] = task
-                await self._drain(key)
+                await self._drain(key, lane)
         finally:
-            self._workers[vendor] -= 1
+            lane.workers -= 1
             if not self._closing:
-                self._start_worker(vendor)  # a worker that failed is replaced
+                self._start_worker(lane)  # a worker that failed is replaced
+            if not (lane.workers or lane.ready) and self._lanes.get(lane.connection) is lane:
+                del self._lanes[lane.connection]  # idle: the next record opens a new lane
 
-    async def _drain(self, key: tuple[str, str, str]) -> None:
+    async def _drain(self, key: Asset, lane: Lane) -> None:
         """Deliver one asset's queue in order. ``drop`` cancels the worker to stop the work
         being delivered; that cancellation is absorbed here, and the queue goes on."""
         queue = self._queues[key]
@@ -186,7 +245,7 @@ class Pipeline:
                 work = queue[0]
                 if not work.dropped:
                     try:
-                        await self._deliver(work)
+                        await self._deliver(work, lane)
                     except asyncio.CancelledError:
                         task = asyncio.current_task()
                         if task is not None and task.uncancel() > 0:
@@ -198,11 +257,11 @@ class Pipeline:
             del self._queues[key]
             self._drains.pop(key, None)
 
-    async def _deliver(self, work: Work) -> None:
+    async def _deliver(self, work: Work, lane: Lane) -> None:
         """Deliver one record; a bug of ours ends in a dead-letter record, never in an
         offset that waits forever (the worker would otherwise drop its whole queue)."""
         try:
-            await self._deliver_or_raise(work)
+            await self._deliver_or_raise(work, lane)
         except Exception as error:  # CancelledError (a drop, a shutdown) is not one
             log.error("delivery failed unexpectedly", exc_info=error)
             await self._dead_letter(
@@ -214,7 +273,7 @@ class Pipeline:
                 event_id=work.event.id,
             )
 
-    async def _deliver_or_raise(self, work: Work) -> None:
+    async def _deliver_or_raise(self, work: Work, lane: Lane) -> None:
         event = work.event
         identity = (event.source, event.id)  # CloudEvents identity: source and id together
         if self.recent.seen(identity):
@@ -222,13 +281,25 @@ class Pipeline:
             self._log("duplicate skipped", work, "duplicate", 0)
             self.tracker.finish(work.tp, work.record.offset)
             return
-        gauge = self._inflight[event.vendor]
-        async with self._shared_slots[event.vendor]:
-            gauge.inc()
-            try:
+        # freshness hook (consumer/freshness.py): take out the fields a newer update set
+        freshness = self.freshness
+        verdict = None if freshness is None else await freshness.check(work.tp.partition, event)
+        if verdict is not None:
+            if verdict.nothing_left:
+                self._log("stale skipped", work, "stale", 0)
+                self.tracker.finish(work.tp, work.record.offset)
+                return
+            event = verdict.event
+        gauge = lane.inflight
+        async with lane.slots:
+            if gauge is None:  # no such connection: the dispatcher refuses it at once
                 outcome = await self.dispatcher.deliver(event)
-            finally:
-                gauge.dec()
+            else:
+                gauge.inc()
+                try:
+                    outcome = await self.dispatcher.deliver(event)
+                finally:
+                    gauge.dec()
         if work.dropped:
             return
         if outcome.delivered:
@@ -239,7 +310,10 @@ class Pipeline:
                     max(0.0, time.time() - work.record.timestamp / 1000)
                 )
             self._log("delivered", work, "delivered", outcome.attempts)
-            self.tracker.finish(work.tp, work.record.offset)
+            if freshness is not None and verdict is not None:  # freshness hook: finished
+                freshness.learned(work.tp, work.record.offset, verdict)  # once it is written
+            else:
+                self.tracker.finish(work.tp, work.record.offset)
         else:
             await self._dead_letter(
                 work.record,

@@ -211,7 +211,10 @@ def replay(config: Config, flt: ReplayFilter, dry_run: bool, out: TextIO) -> int
             return 0
         consumer.assign(tps)
         ends = consumer.end_offsets(tps)
-        run = _copy(consumer, producer=producer, topic=kafka.topic, ends=ends, flt=flt, out=out)
+        source = consumer.partitions_for_topic(kafka.topic) or set()
+        run = _copy(
+            consumer, producer=producer, topic=kafka.topic, ends=ends, flt=flt, out=out, into=source
+        )
         if producer is not None:
             producer.flush(60)
             failed = run.failures()
@@ -278,6 +281,7 @@ def _copy(
     ends: dict[TopicPartition, int],
     flt: ReplayFilter,
     out: TextIO,
+    into: set[int] | frozenset[int] = frozenset(),
 ) -> _Copy:
     """Read every partition up to its end offset at start; copy the matching records. With
     ``--limit`` the progress stops at the last record replayed, so the next run goes on."""
@@ -303,6 +307,7 @@ def _copy(
                                 key=record.key,
                                 value=record.value,
                                 headers=replay_headers(list(record.headers or ())),
+                                partition=original_partition(headers, topic, into),
                             )
                         except KafkaError as exc:  # e.g. no metadata for the topic in time
                             run.sent.append((tp, record.offset, exc))
@@ -313,6 +318,16 @@ def _copy(
                 if record.offset + 1 >= ends[tp]:
                     remaining.discard(tp)
     return run
+
+
+def original_partition(headers: dict[str, bytes], topic: str, partitions: Any) -> int | None:
+    """The partition the record was consumed from, when it is one of ``topic``'s: a replay
+    goes back where the asset's other updates and its freshness state are (a producer may
+    partition keys otherwise than this client would). None: the key decides."""
+    if _header(headers, "dlq.original.topic") != topic:
+        return None
+    text = _header(headers, "dlq.original.partition")
+    return int(text) if text.isdigit() and int(text) in partitions else None
 
 
 def _header(headers: dict[str, bytes], name: str) -> str:

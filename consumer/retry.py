@@ -4,6 +4,9 @@ Built on the ``backoff`` library with a wait generator of our own, because backo
 ``full_jitter`` would draw 0..Retry-After and retry *before* the server said to: here a
 server-given wait is a floor, and jitter only spreads retries above it. The random source is
 injectable, so tests are deterministic.
+
+Each attempt can wait at a ``Gate`` first (the connection's circuit breaker, consumer/breaker.py);
+the budget then counts only attempts, and time, of a connection deemed working.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from contextvars import ContextVar
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import backoff
 
@@ -55,9 +58,39 @@ def wait_times(
         attempt += 1
 
 
-# When the delivery now being retried started: read by the give-up rule. Each delivery runs in
-# its own task, so each sees its own value.
-_STARTED: ContextVar[float] = ContextVar("asset_sync_retry_started")
+class Gate(Protocol):
+    """What an attempt waits for before it goes (a connection's circuit breaker), and the
+    clock its time budget is read on (one that stands still while attempts wait)."""
+
+    async def acquire(self) -> bool:
+        """Wait until an attempt may go; True when it goes as a probe."""
+        ...
+
+    def release(self, probe: bool, error: BaseException | None) -> bool:
+        """How the attempt went (``error`` None: it succeeded); False when it does not count
+        toward the budget (a probe that found the connection still failing)."""
+        ...
+
+    def clock(self) -> float: ...
+
+
+class _NoGate:
+    """No gate: attempts go at once, and the budget is wall-clock time."""
+
+    async def acquire(self) -> bool:
+        return False
+
+    def release(self, probe: bool, error: BaseException | None) -> bool:
+        return True
+
+    clock = staticmethod(time.monotonic)
+
+
+NO_GATE = _NoGate()
+
+# The delivery now being retried: its gate and when it started on the gate's clock. Read by
+# the give-up rule; each delivery runs in its own task, so each sees its own value.
+_STARTED: ContextVar[tuple[Gate, float]] = ContextVar("asset_sync_retry_started")
 
 
 class RetryPolicy:
@@ -65,6 +98,13 @@ class RetryPolicy:
 
     The backoff-decorated function is built once, not per delivery, and only entered after a
     first attempt failed: its set-up per call costs as much as the rest of a delivery.
+
+    With a ``Gate``, each attempt first waits for it, and the budget counts only what the
+    connection failed while it was deemed working: ``max_elapsed_s`` is read on the gate's
+    clock (a breaker's stands still while it is open), and a probe that fails like the
+    attempts before it costs no attempt and no back-off: the attempt waits at the gate again.
+    backoff's own ``max_time`` reads the wall clock, so the time budget is kept here instead
+    (``giveup`` and the cap of each wait).
     """
 
     def __init__(
@@ -77,33 +117,34 @@ class RetryPolicy:
         self.rand = rand
         self.on_retry = on_retry
         self._call = backoff.on_exception(
-            lambda: wait_times(config.base_delay_s, config.max_delay_s, rand),
+            lambda: _capped(wait_times(config.base_delay_s, config.max_delay_s, rand), self),
             RetryableError,
             max_tries=config.max_attempts,
-            max_time=self._time_left,  # read when backoff is entered, after the 1st attempt
             jitter=None,
             giveup=self._out_of_time,
             on_backoff=self._backed_off,
             logger=None,
         )(self._once)
 
-    async def run(self, attempt: Callable[[], Awaitable[T]], label: str = "") -> tuple[T, int]:
+    async def run(
+        self, attempt: Callable[[], Awaitable[T]], label: str = "", gate: Gate = NO_GATE
+    ) -> tuple[T, int]:
         """Call ``attempt`` until it returns; re-raise the last error when out of budget.
 
         Returns the result and how many attempts it took. A ``PermanentError``, or a
         ``RetryableError`` that outlives ``max_attempts`` or ``max_elapsed_s``, is raised with
         ``attempts`` set on it.
         """
-        started = time.monotonic()
+        started = gate.clock()
         try:  # most deliveries succeed at once: no backoff set-up for them
-            return await attempt(), 1
+            return await self._gated(attempt, gate), 1
         except RetryableError as error:
             first: RetryableError | None = error
         except DeliveryError as error:
             error.attempts = 1
             raise
         tries: list[Any] = [1, first]
-        token = _STARTED.set(started)
+        token = _STARTED.set((gate, started))
         try:
             return await self._call(attempt, label, tries), tries[0]
         except DeliveryError as error:
@@ -113,27 +154,50 @@ class RetryPolicy:
             _STARTED.reset(token)
 
     @staticmethod
-    async def _once(attempt: Callable[[], Awaitable[T]], _label: str, tries: list[Any]) -> T:
+    async def _gated(attempt: Callable[[], Awaitable[T]], gate: Gate) -> T:
+        """One attempt that counts: waits at the gate first, and again after each failed
+        probe (the connection is still failing: not this event's attempt to spend)."""
+        while True:
+            probe = await gate.acquire()
+            try:
+                result = await attempt()
+            except BaseException as error:
+                if not gate.release(probe, error) and isinstance(error, RetryableError):
+                    continue
+                raise
+            gate.release(probe, None)
+            return result
+
+    @classmethod
+    async def _once(cls, attempt: Callable[[], Awaitable[T]], _label: str, tries: list[Any]) -> T:
         """backoff's first call re-raises the first attempt's error (already made in
         ``run``), so backoff waits, counts and gives up exactly as if it had made it."""
         if tries[1] is not None:
             error, tries[1] = tries[1], None
             raise error
         tries[0] += 1
-        return await attempt()
+        return await cls._gated(attempt, _STARTED.get()[0])
 
-    def _time_left(self) -> float:
-        return self.config.max_elapsed_s - (time.monotonic() - _STARTED.get())
+    def time_left(self) -> float:
+        """Of the budget of the delivery being retried (read by the wait generator)."""
+        gate, started = _STARTED.get()
+        return self.config.max_elapsed_s - (gate.clock() - started)
 
     def _out_of_time(self, error: Exception) -> bool:
-        """A server that asks us to wait past the deadline gets no early retry."""
-        elapsed = time.monotonic() - _STARTED.get()
-        return (
-            isinstance(error, RetryableError)
-            and error.retry_after is not None
-            and elapsed + error.retry_after > self.config.max_elapsed_s
-        )
+        """Out of time, or a server asks us to wait past the deadline: no early retry."""
+        left = self.time_left()
+        retry_after = error.retry_after if isinstance(error, RetryableError) else None
+        return left <= 0 or (retry_after is not None and retry_after > left)
 
     def _backed_off(self, details: Mapping[str, Any]) -> None:
         if self.on_retry is not None:
             self.on_retry(details["args"][1], details["exception"], float(details["wait"]))
+
+
+def _capped(
+    waits: Generator[float, RetryableError | None, None], policy: RetryPolicy
+) -> Generator[float, RetryableError | None, None]:
+    """``waits``, none past the end of the time budget."""
+    error = yield next(waits)
+    while True:
+        error = yield max(0.0, min(waits.send(error), policy.time_left()))

@@ -12,6 +12,8 @@ partitions are paused, so memory stays bounded and ``max.poll.interval.ms`` is n
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import gc
 import signal
 import time
@@ -23,11 +25,14 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from consumer import metrics
+from consumer import connection_state, metrics
 from consumer.config import Config
+from consumer.connection_state import ConnectionStateStore
 from consumer.dead_letter import DeadLetterWriter, SourceRecord
 from consumer.dispatcher import Dispatcher
 from consumer.events import parse_record
+from consumer.freshness import Freshness
+from consumer.freshness_store import ensure_changelog_topic
 from consumer.health import Health, HealthServer
 from consumer.kafka_clients import (
     BrokerError,
@@ -49,6 +54,11 @@ GC_THRESHOLD = 50_000
 # Blocking consumer calls get a deadline: without one kafka-python waits for a broker that is
 # gone for as long as it is gone, and the poll loop (the group heartbeat's partner) stops.
 BROKER_CALL_MS = 5_000
+# On revocation, how long requests already on the wire may take to finish before they are
+# cancelled: finished work is committed, not sent again by the partition's next owner. The
+# rebalance waits this long at most (kafka-python holds the group's heartbeat meanwhile).
+REVOKE_GRACE_S = 3.0
+FRESHNESS_CLOSE_S = 5.0  # at shutdown, how long the last changelog writes may take
 
 
 class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -65,6 +75,7 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.service.health.joined = True
+        self.service.hold(set(assigned))  # freshness: paused until their state is restored
         self.service.resume(set(assigned))
         self.service.refresh_lag_soon()
         log.info(
@@ -87,6 +98,7 @@ class Service:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._consumer: KafkaConsumer | None = None
         self._pipeline: Pipeline | None = None
+        self._freshness: Freshness | None = None
         self._last_commit = 0.0
         self._last_lag = 0.0
 
@@ -103,6 +115,7 @@ class Service:
         # frees everything acyclic at once.
         gc.freeze()
         gc.set_threshold(GC_THRESHOLD, 20, 100)
+        connection_state.check(self.config)  # a missing state key stops the start, named
         self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self.stop)
@@ -132,10 +145,14 @@ class Service:
                 log.warning("broker not reachable yet", extra={"fields": {"error": str(error)}})
                 await asyncio.sleep(2)
         self._producer = await self._in_kafka(make_producer, kafka, f"{self.client_id}-dlq")
+        if connection_state.needing_state(self.config):  # read to its end before consuming
+            self._state = await ConnectionStateStore.open(self.config, self.client_id)
+            connection_state.use(self._state)
         consumer = await self._in_kafka(make_consumer, kafka, self.client_id)
         await self._in_kafka(
             wait_for_partitions, consumer, kafka.topic, max(1.0, deadline - time.monotonic())
         )
+        self._freshness = await self._start_freshness()  # before the first assignment
         await self._in_kafka(consumer.subscribe, [kafka.topic], None, Rebalance(self))
         self._consumer = consumer
         self._dispatcher = Dispatcher(self.config)
@@ -145,6 +162,7 @@ class Service:
             DeadLetterWriter(self._producer, kafka.dead_letter_topic),
             self.tracker,
         )
+        self._pipeline.freshness = self._freshness
         log.info("consuming", extra={"fields": {"topic": kafka.topic, "group": kafka.group_id}})
 
     # --- the poll loop ------------------------------------------------------------------------
@@ -209,8 +227,8 @@ class Service:
                 self._consumer.pause(*unpaused)
                 fields = {"unfinished": unfinished, "uncommitted": uncommitted}
                 log.info("buffer full, fetching paused", extra={"fields": fields})
-        elif paused and load <= RESUME_FRACTION:
-            self._consumer.resume(*paused)
+        elif (resumable := paused - self._held()) and load <= RESUME_FRACTION:
+            self._consumer.resume(*resumable)
         metrics.PAUSED_PARTITIONS.set(len(self._consumer.paused()))
         metrics.BUFFERED_EVENTS.set(unfinished)
 
@@ -249,6 +267,30 @@ class Service:
     def refresh_lag_soon(self) -> None:
         self._last_lag = 0.0
 
+    # --- freshness (consumer/freshness.py) ----------------------------------------------------
+    async def _start_freshness(self) -> Freshness | None:
+        """The changelog topic exists, and the state of assigned partitions can be restored."""
+        if not self.config.freshness.enabled:
+            return None
+        partitions = await self._in_kafka(ensure_changelog_topic, self.config)
+        freshness = Freshness(self.config, self._producer, partitions)
+        await freshness.start(self.tracker.finish)
+        return freshness
+
+    def hold(self, assigned: set[TopicPartition]) -> None:
+        """Rebalance (IO thread): pause new partitions until their state is restored; the
+        poll loop resumes each once it is (``_held``)."""
+        if self._freshness is None or self._consumer is None or not assigned:
+            return
+        self._freshness.assign(tp.partition for tp in assigned)
+        self._consumer.pause(*assigned)
+
+    def _held(self) -> set[TopicPartition]:
+        if self._freshness is None:
+            return set()
+        topic = self.config.kafka.topic
+        return {TopicPartition(topic, p) for p in self._freshness.not_ready()}
+
     # --- commits ------------------------------------------------------------------------------
     async def _maybe_commit(self, force: bool = False) -> None:
         if not force and time.monotonic() - self._last_commit < (
@@ -269,7 +311,20 @@ class Service:
             log.warning("commit failed; will retry", extra={"fields": {"error": str(error)}})
 
     def release(self, partitions: set[TopicPartition], *, commit: bool) -> None:
-        """Rebalance (IO thread): commit finished offsets of these partitions, drop them."""
+        """Rebalance (IO thread): let in-flight work of these partitions finish (briefly),
+        commit what is finished, drop the rest; the new owner consumes it again."""
+        if commit and self._loop is not None and self._pipeline is not None:
+            settled = asyncio.run_coroutine_threadsafe(
+                self._pipeline.settle(partitions, REVOKE_GRACE_S), self._loop
+            )
+            with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+                settled.result(REVOKE_GRACE_S + 1)
+        if commit and self._loop is not None and self._freshness is not None:
+            written = asyncio.run_coroutine_threadsafe(  # freshness: finish what was learned
+                self._freshness.settle({tp.partition for tp in partitions}, 1.0), self._loop
+            )
+            with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+                written.result(2.0)
         if commit and self._consumer is not None:
             offsets = self.tracker.to_commit(partitions)
             if offsets:
@@ -279,8 +334,13 @@ class Service:
             if offset is not None:
                 self._resume_at[tp] = offset
         self.tracker.drop(partitions)
+        for tp in partitions:  # a lag this member no longer measures must not stay behind
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
         if self._loop is not None and self._pipeline is not None:
             self._loop.call_soon_threadsafe(self._pipeline.drop, partitions)
+        if self._freshness is not None:  # after the drop: nothing of theirs is learned then
+            self._freshness.revoke(tp.partition for tp in partitions)
         log.info(
             "partitions released",
             extra={
@@ -303,12 +363,17 @@ class Service:
                     extra={"fields": {"unfinished": self.tracker.unfinished()}},
                 )
             await self._pipeline.cancel_all()
+            if self._freshness is not None:  # what was learned is written, then committed
+                await self._freshness.close(FRESHNESS_CLOSE_S)
             await self._maybe_commit(force=True)
             await self._dispatcher.close()
         if self._consumer is not None:
             await self._in_kafka(self._close_consumer)
         if getattr(self, "_producer", None) is not None:
             await self._in_kafka(self._producer.close, 10)
+        if getattr(self, "_state", None) is not None:
+            connection_state.use(None)
+            await self._state.close()
         log.info("stopped")
 
     def _close_consumer(self) -> None:

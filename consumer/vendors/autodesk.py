@@ -8,26 +8,36 @@ Writes are limited to 100 a minute per user: the pacer follows 429s and rate hea
 
 Auth: a static ``token``, or the refresh-token grant (``client_id``, ``client_secret``,
 ``refresh_token``) at ``POST {base}/authentication/v2/token`` with HTTP Basic. Each answer
-brings a new refresh token, which replaces the old one in memory (a restart starts again from
-the configured one, so rotate it in the Secret when the vendor revokes it).
+brings a new refresh token and the old one dies. ``asset-sync run`` keeps the current one, with
+the access token, encrypted on the connection state topic (consumer/connection_state.py), so it
+survives restarts and is shared by the replicas; the configured one is used only when the topic
+has none. ``asset-sync dispatch`` (no Kafka) keeps it in memory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from consumer import connection_state
 from consumer.config import Connection
 from consumer.errors import ConfigError, PermanentError, RetryableError
 from consumer.events import Event
 from consumer.http import HttpClient, HttpRequest, HttpResponse, json_body
-from consumer.vendors.auth import CachedToken, TokenSource, token_body, token_from
-from consumer.vendors.base import Result, VendorClient, bearer_json, classify, segment
+from consumer.vendors.auth import (
+    CachedToken,
+    SharedRefreshToken,
+    TokenSource,
+    token_body,
+    token_from,
+)
+from consumer.vendors.base import Result, VendorClient, bearer_json, segment
 from consumer.vendors.trelica import basic_auth
 
 
 class AutodeskClient(VendorClient):
     name = "autodesk"
     batched = True
+    maps = frozenset({"customAttributes"})  # freshness: each attribute is a field of its own
     settings = {
         "token": "secret",
         "client_id": "str",
@@ -49,11 +59,22 @@ class AutodeskClient(VendorClient):
     def token_source(self) -> TokenSource:
         if self.connection.get("token"):
             return TokenSource(self.connection.secret("token"))
-        self._refresh_token = self.connection.secret("refresh_token")
+        configured = self.connection.secret("refresh_token")
+        store = connection_state.current()
+        if store is not None:
+            key = f"{self.name}/{self.connection.name}"
+            return SharedRefreshToken(store, key, configured, self._grant)
+        self._refresh_token = configured
         return CachedToken(self._fetch_token)
 
     async def _fetch_token(self, http: HttpClient) -> tuple[str, float]:
-        form = f"grant_type=refresh_token&refresh_token={segment(self._refresh_token)}"
+        """Without a state topic: the rotated refresh token replaces the old one in memory."""
+        token, lifetime, rotated = await self._grant(http, self._refresh_token)
+        self._refresh_token = rotated or self._refresh_token
+        return token, lifetime
+
+    async def _grant(self, http: HttpClient, refresh_token: str) -> tuple[str, float, str | None]:
+        form = f"grant_type=refresh_token&refresh_token={segment(refresh_token)}"
         response = await http.send(
             HttpRequest(
                 "POST",
@@ -70,9 +91,8 @@ class AutodeskClient(VendorClient):
         )
         body = token_body(response)
         token, lifetime = token_from(body)
-        if isinstance(body.get("refresh_token"), str):
-            self._refresh_token = str(body["refresh_token"])
-        return token, lifetime
+        rotated = body.get("refresh_token")
+        return token, lifetime, rotated if isinstance(rotated, str) and rotated else None
 
     def batch_key(self, event: Event) -> str:
         return str(event.data["project_id"])
@@ -87,7 +107,7 @@ class AutodeskClient(VendorClient):
         )
 
     def read(self, response: HttpResponse, events: Sequence[Event], token: str) -> list[Result]:
-        common = classify(response, token)
+        common = self.classify(response, token)
         if common is not None:
             return [common] * len(events)
         body = response.json()

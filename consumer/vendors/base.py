@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -42,8 +43,17 @@ def segment(value: str) -> str:
     return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
 
 
-def classify(response: HttpResponse, token: str = "") -> Result:
-    """The rules of SPEC section 4 that every vendor shares."""
+# What is retried unless a connection says otherwise (``retry_statuses``): "slow down",
+# "conflict", "request timeout" and every server error.
+DEFAULT_RETRY_STATUSES = frozenset({429, 409, 408, *range(500, 600)})
+_RETRY_REASONS = {429: "rate_limited", 409: "conflict"}
+
+
+def classify(
+    response: HttpResponse, token: str = "", retry_on: frozenset[int] = DEFAULT_RETRY_STATUSES
+) -> Result:
+    """The rules of SPEC section 4 that every vendor shares; ``retry_on`` is the connection's
+    choice of retried statuses (401 always refreshes the token once)."""
     status = response.status
     if 200 <= status < 300:
         return None
@@ -51,18 +61,9 @@ def classify(response: HttpResponse, token: str = "") -> Result:
     detail = f"HTTP {status}: {response.snippet()}".rstrip(": ")
     if status == 401:
         return AuthExpiredError(detail, status=status, token=token)
-    if status == 429:
-        return RetryableError(
-            detail, status=status, retry_after=retry_after, retry_reason="rate_limited"
-        )
-    if status == 409:
-        return RetryableError(
-            detail, status=status, retry_after=retry_after, retry_reason="conflict"
-        )
-    if status >= 500 or status == 408:
-        return RetryableError(
-            detail, status=status, retry_after=retry_after, retry_reason="server_error"
-        )
+    if status in retry_on:
+        reason = _RETRY_REASONS.get(status, "server_error" if status >= 500 else "status")
+        return RetryableError(detail, status=status, retry_after=retry_after, retry_reason=reason)
     return PermanentError(detail, status=status)
 
 
@@ -75,7 +76,12 @@ class VendorClient(ABC):
     # The connection keys this vendor reads, and their kind (str, int, float, bool or
     # secret): anything else in a connection is a mistake, refused at start with its key.
     settings: ClassVar[Mapping[str, str]] = {}
-    common_settings: ClassVar[Mapping[str, str]] = {"base_url": "str", "rate_window_s": "float"}
+    common_settings: ClassVar[Mapping[str, str]] = {
+        "base_url": "str",
+        "rate_window_s": "float",
+        "rate_limit": "rate",
+        "retry_statuses": "statuses",
+    }
 
     def __init__(self, connection: Connection, http: HttpClient) -> None:
         self.connection = connection
@@ -83,8 +89,12 @@ class VendorClient(ABC):
         self.base = connection.base_url
         self.auth = self.token_source()
         # The window X-RateLimit-Limit counts over: the vendor's documented one unless the
-        # connection says otherwise (a gateway in front of the vendor may count per second).
-        self.pacer = Pacer(float(connection.get("rate_window_s", self.rate_window_s)))
+        # connection says otherwise (a gateway in front of the vendor may count per second);
+        # and the connection's own rate_limit, if any (the smaller of the two is kept to).
+        self.pacer = Pacer(
+            float(connection.get("rate_window_s", self.rate_window_s)),
+            configured=connection.get("rate_limit"),
+        )
         self._duration = metrics.VENDOR_REQUEST_DURATION.labels(self.name)
         self._requests: dict[str, Any] = {}
 
@@ -101,16 +111,64 @@ class VendorClient(ABC):
 
     def read(self, response: HttpResponse, events: Sequence[Event], token: str) -> list[Result]:
         """Per event, what the answer means; the default reads the status alone."""
-        return [classify(response, token)] * len(events)
+        return [self.classify(response, token)] * len(events)
+
+    def classify(self, response: HttpResponse, token: str) -> Result:
+        """The shared status rules, with this connection's retried statuses."""
+        return classify(
+            response, token, self.connection.get("retry_statuses", DEFAULT_RETRY_STATUSES)
+        )
 
     def batch_key(self, event: Event) -> str:
         """Events with the same key may share one request (batched vendors only)."""
         return event.asset_id
 
+    # --- freshness (consumer/freshness.py): what one "field" is, per vendor ------------------
+    # Per-field last-writer-wins needs to know what an update sets. A field is a top-level key
+    # of ``changes`` (its value, list or object, is one value), or one entry of a map named
+    # in ``maps``: ``customFields.cost`` is updated apart from ``customFields.owner``.
+    maps: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def fields(cls, data: Mapping[str, Any]) -> list[str]:
+        """The fields this update sets."""
+        names: list[str] = []
+        for name, value in data["changes"].items():
+            if name in cls.maps and isinstance(value, dict):
+                names.extend(f"{name}.{entry}" for entry in value)
+            else:
+                names.append(name)
+        return names
+
+    @classmethod
+    def without(cls, data: Mapping[str, Any], stale: AbstractSet[str]) -> dict[str, Any]:
+        """The update with the ``stale`` fields taken out (a map emptied by it goes too)."""
+        changes: dict[str, Any] = {}
+        for name, value in data["changes"].items():
+            if name in cls.maps and isinstance(value, dict) and value:
+                kept = {k: v for k, v in value.items() if f"{name}.{k}" not in stale}
+                if kept:
+                    changes[name] = kept
+            elif name not in stale:
+                changes[name] = value
+        return {**data, "changes": changes}
+
+    @classmethod
+    def resets(cls, data: Mapping[str, Any]) -> bool:
+        """Whether this update replaces the whole asset, every field it does not name
+        included (EnOS ``replace``)."""
+        return False
+
+    @classmethod
+    def as_patch(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """A resetting update turned into one that sets only the fields it names."""
+        return dict(data)
+
     async def send(self, events: Sequence[Event]) -> list[Result]:
         """One attempt for these events. Raises a DeliveryError that applies to all of them."""
         token = await self.auth.get(self.http)
         probe = await self.pacer.wait()
+        sent = self.pacer.clock()
         called_off = False
         try:
             response = await self.http.send(self.build(events, token))
@@ -124,10 +182,10 @@ class VendorClient(ABC):
             if called_off:
                 self.pacer.abandoned()
             else:
-                self.pacer.answered()
+                self.pacer.answered(probe)
         self._count(str(response.status))
         self._duration.observe(response.seconds)
-        self.pacer.observe(response.status, response.headers)
+        self.pacer.observe(response.status, response.headers, sent)
         if self.pacer.remaining is not None:
             metrics.RATE_LIMIT_REMAINING.labels(self.name).set(self.pacer.remaining)
         return self.read(response, events, token)

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from consumer.config import Connection
 from consumer.errors import AuthExpiredError, AuthFailedError, PermanentError, RetryableError
 from consumer.events import Event
 from consumer.http import HttpClient, HttpRequest, HttpResponse, json_body
 from consumer.vendors.auth import CachedToken, TokenSource, token_body, token_from
-from consumer.vendors.base import Result, VendorClient, classify
+from consumer.vendors.base import Result, VendorClient
 
 TOKEN_EXPIRED = frozenset({1203})
 RETRYABLE = frozenset({99500})
@@ -40,6 +41,18 @@ def _sha256(*parts: bytes) -> str:
 class EnosClient(VendorClient):
     name = "enos"
     settings = {"app_key": "str", "app_secret": "secret"}
+    # freshness: each attribute and each tag is a field of its own; ``name`` (default value
+    # and translations) is one value
+    maps = frozenset({"attributes", "tags"})
+
+    @classmethod
+    def resets(cls, data: Mapping[str, Any]) -> bool:
+        """``replace`` (isPatchUpdate=false) resets every field of the asset."""
+        return data.get("mode") == "replace"
+
+    @classmethod
+    def as_patch(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        return {**data, "mode": "patch"}
 
     @classmethod
     def check_connection(cls, connection: Connection) -> None:
@@ -98,7 +111,7 @@ class EnosClient(VendorClient):
         )
 
     def read(self, response: HttpResponse, events: Sequence[Event], token: str) -> list[Result]:
-        common = classify(response, token)
+        common = self.classify(response, token)
         if common is not None:
             return [common]
         body = response.json()

@@ -26,6 +26,7 @@ def basic_auth(user: str, password: str) -> str:
 class TrelicaClient(VendorClient):
     name = "trelica"
     settings = {"client_id": "str", "client_secret": "secret", "scope": "str"}
+    maps = frozenset({"customFields"})  # freshness: each custom field is a field of its own
 
     @classmethod
     def check_connection(cls, connection: Connection) -> None:

@@ -15,7 +15,9 @@ a 429 carries ``Retry-After`` (usually 60).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from typing import Any
 
 from consumer.config import Connection
 from consumer.events import Event
@@ -28,6 +30,24 @@ class WebflowClient(VendorClient):
     name = "webflow"
     rate_window_s = 60.0
     settings = {"token": "secret"}
+
+    # freshness: ``displayName`` is one field (the same in every locale); ``altText`` is one
+    # field per locale (``altText@<localeId>``, plain ``altText`` for the primary locale);
+    # ``localeId`` only says where, it is not a field.
+    @classmethod
+    def fields(cls, data: Mapping[str, Any]) -> list[str]:
+        changes = data["changes"]
+        return [_field(name, changes) for name in changes if name != "localeId"]
+
+    @classmethod
+    def without(cls, data: Mapping[str, Any], stale: AbstractSet[str]) -> dict[str, Any]:
+        changes = data["changes"]
+        kept = {
+            name: value
+            for name, value in changes.items()
+            if name == "localeId" or _field(name, changes) not in stale
+        }
+        return {**data, "changes": kept}
 
     @classmethod
     def check_connection(cls, connection: Connection) -> None:
@@ -49,3 +69,8 @@ class WebflowClient(VendorClient):
             json_body(body),
             query,
         )
+
+
+def _field(name: str, changes: Mapping[str, Any]) -> str:
+    locale = changes.get("localeId")
+    return f"{name}@{locale}" if name == "altText" and locale is not None else name

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
+from consumer.config import Config, parse_config
+from consumer.errors import ConfigError
 from consumer.reasons import Reason
-from tests.dispatch.conftest import deliver, make_config, valid
+from tests.dispatch.conftest import FAST_RETRY, deliver, make_config, valid
 from tests.fakes import FakeVendors, Reply
 
 SINGLE = ["lexful", "webflow", "trelica", "enos", "autodesk"]
@@ -181,3 +185,36 @@ def test_connection_reset_is_retried(fakes: FakeVendors) -> None:
     fakes.lexful.fail_next(Reply(reset=True))
     [outcome] = deliver(make_config(fakes), valid("lexful"))
     assert outcome.delivered and outcome.attempts == 2, outcome
+
+
+def with_retry_statuses(fakes: FakeVendors, vendor: str, statuses: Sequence[object]) -> Config:
+    connections = fakes.connections()
+    connections[vendor]["default"]["retry_statuses"] = list(statuses)
+    return parse_config({"connections": connections, "retry": FAST_RETRY}, environ={})
+
+
+@pytest.mark.parametrize("vendor", SINGLE)
+def test_a_connection_chooses_which_statuses_are_retried(fakes: FakeVendors, vendor: str) -> None:
+    """retry_statuses [429, 404]: a 404 is retried, a 503 is given up at once."""
+    config = with_retry_statuses(fakes, vendor, [429, 404])
+    fakes.fakes[vendor].fail_next(Reply(404))
+    [retried] = deliver(config, valid(vendor))
+    assert retried.delivered and retried.attempts == 2, retried
+    fakes.fakes[vendor].fail_next(Reply(503))
+    [refused] = deliver(config, valid(vendor))
+    assert (refused.delivered, refused.reason, refused.attempts) == (
+        False,
+        Reason.VENDOR_REJECTED,
+        1,
+    )
+
+
+def test_status_classes_expand_and_bad_statuses_name_the_key(fakes: FakeVendors) -> None:
+    config = with_retry_statuses(fakes, "trelica", ["5xx", 429])
+    connection = config.connection("trelica", "default")
+    assert connection is not None
+    assert connection.get("retry_statuses") == frozenset({429, *range(500, 600)})
+    for bad in (["teapot"], [401], [200], ["6xx"]):
+        with pytest.raises(ConfigError) as error:
+            with_retry_statuses(fakes, "trelica", bad)
+        assert error.value.key == "connections.trelica.default.retry_statuses"

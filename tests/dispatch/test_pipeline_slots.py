@@ -1,19 +1,22 @@
-"""How many deliveries the pipeline lets out at once, per vendor (no broker involved: the
+"""How many deliveries the pipeline lets out at once, per connection (no broker involved: the
 offsets and the dead-letter writer are in-memory stand-ins, the vendors the contract fakes)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from kafka.structs import TopicPartition
 
+from consumer import metrics
+from consumer.config import parse_config
 from consumer.dead_letter import DeadLetterWriter, SourceRecord
 from consumer.dispatcher import Dispatcher
 from consumer.events import Event
 from consumer.offsets import OffsetTracker
 from consumer.pipeline import Pipeline
-from tests.dispatch.conftest import make_config, valid
+from tests.dispatch.conftest import FAST_RETRY, valid
 from tests.fakes import FakeVendors
 
 
@@ -29,10 +32,24 @@ def asset_id(n: int) -> str:
     return f"286c1ef7-70f6-4ebd-8f87-e7f591ec{n:04x}"
 
 
-def run_pipeline(fakes: FakeVendors, events: list[Event], **dispatch: Any) -> OffsetTracker:
-    config = make_config(fakes, dispatch=dispatch)
+def run_pipeline(
+    fakes: FakeVendors,
+    events: list[Event],
+    tenants: tuple[str, ...] = (),
+    dead_letters: NoDeadLetters | None = None,
+    **dispatch: Any,
+) -> OffsetTracker:
+    """Deliver ``events``; ``tenants`` are more connections of every vendor, each a copy of
+    its ``default``."""
+    connections = fakes.connections()
+    for named in connections.values():
+        named.update({tenant: dict(named["default"]) for tenant in tenants})
+    config = parse_config(
+        {"connections": connections, "retry": FAST_RETRY, "dispatch": dispatch}, environ={}
+    )
     tracker = OffsetTracker()
-    dead_letters = NoDeadLetters()
+    expect_none = dead_letters is None
+    dead_letters = dead_letters or NoDeadLetters()
 
     async def run() -> None:
         dispatcher = Dispatcher(config, rand=lambda: 0.5)
@@ -41,12 +58,20 @@ def run_pipeline(fakes: FakeVendors, events: list[Event], **dispatch: Any) -> Of
             pipeline.submit(SourceRecord("t", 0, offset, 0, None, b"", ()), event)
         try:
             assert await pipeline.wait_idle(30), "the pipeline did not finish"
+            assert pipeline._lanes == {}, "an idle connection keeps no lane"
         finally:
             await dispatcher.close()
 
     asyncio.run(run())
-    assert dead_letters.written == []
+    if expect_none:
+        assert dead_letters.written == []
     return tracker
+
+
+def overlapping(arrivals: list[float], seconds: float) -> int:
+    """The most requests that were in progress at once, each taking ``seconds`` (requests
+    that arrive within a little less of each other overlapped)."""
+    return max(sum(1 for b in arrivals if a <= b < a + seconds * 0.75) for a in arrivals)
 
 
 def test_a_batched_vendor_counts_calls_not_deliveries(fakes: FakeVendors) -> None:
@@ -54,7 +79,7 @@ def test_a_batched_vendor_counts_calls_not_deliveries(fakes: FakeVendors) -> Non
     deliveries would send 40 calls of one asset each."""
     events = [valid("autodesk", asset_id=asset_id(i)) for i in range(40)]
     tracker = run_pipeline(
-        fakes, events, max_in_flight_per_vendor=1, batch_max=20, batch_linger_s=0.2
+        fakes, events, max_in_flight_per_connection=1, batch_max=20, batch_linger_s=0.2
     )
     assert sorted(fakes.autodesk.batch_sizes) == [20, 20]
     assert tracker.to_commit() == {TopicPartition("t", 0): (40, "", -1)}
@@ -63,9 +88,60 @@ def test_a_batched_vendor_counts_calls_not_deliveries(fakes: FakeVendors) -> Non
 def test_an_unbatched_vendor_gets_one_delivery_per_slot(fakes: FakeVendors) -> None:
     fakes.lexful.latency_s = 0.2
     events = [valid("lexful", asset_id=asset_id(i)) for i in range(6)]
-    run_pipeline(fakes, events, max_in_flight_per_vendor=2)
+    run_pipeline(fakes, events, max_in_flight_per_connection=2)
     arrivals = sorted(r.at for r in fakes.lexful.updates())
     assert len(arrivals) == 6
     # each request takes 0.2 s: requests that arrive within 0.15 s of each other overlapped
     overlapping = [sum(1 for b in arrivals if a <= b < a + 0.15) for a in arrivals]
     assert max(overlapping) == 2, arrivals  # two at a time (after the pacer's first probe)
+
+
+def test_each_connection_of_a_vendor_has_its_own_share(fakes: FakeVendors) -> None:
+    """Two tenants of one vendor each get max_in_flight_per_connection at once: the share is
+    the connection's, not the vendor's (per vendor, the two would split 2 between them)."""
+    fakes.lexful.latency_s = 0.4
+    events = [
+        dataclasses.replace(valid("lexful", asset_id=asset_id(n)), connection=tenant)
+        for tenant, first in (("default", 0), ("b", 100))
+        for n in range(first, first + 6)
+    ]
+    run_pipeline(fakes, events, tenants=("b",), max_in_flight_per_connection=2)
+    updates = fakes.lexful.updates()
+    assert len(updates) == 12
+    by_tenant = {
+        tenant: sorted(r.at for r in updates if (int(r.path[-4:], 16) >= 100) == (tenant == "b"))
+        for tenant in ("default", "b")
+    }
+    # after each connection's pacer probe, two at a time each: four at once in all
+    assert {t: overlapping(a, 0.4) for t, a in by_tenant.items()} == {"default": 2, "b": 2}
+    assert overlapping(sorted(r.at for r in updates), 0.4) == 4
+
+
+def test_the_deprecated_per_vendor_key_sets_the_per_connection_share(
+    fakes: FakeVendors,
+) -> None:
+    old = parse_config({"dispatch": {"max_in_flight_per_vendor": 3}}, environ={})
+    assert old.dispatch.max_in_flight_per_connection == 3
+    both = {"max_in_flight_per_vendor": 3, "max_in_flight_per_connection": 256}
+    assert parse_config({"dispatch": both}, environ={}).dispatch.max_in_flight_per_connection == 256
+    fakes.lexful.latency_s = 0.4
+    events = [valid("lexful", asset_id=asset_id(n)) for n in range(5)]
+    run_pipeline(fakes, events, max_in_flight_per_vendor=3)
+    assert overlapping(sorted(r.at for r in fakes.lexful.updates()), 0.4) == 3
+
+
+def test_a_connection_an_event_makes_up_gets_no_metric_and_no_lasting_lane(
+    fakes: FakeVendors,
+) -> None:
+    """Connection names in events are not bounded: only configured ones become a label."""
+    made_up = dataclasses.replace(valid("lexful"), connection="made-up-tenant")
+    dead_letters = NoDeadLetters()
+    run_pipeline(fakes, [made_up], dead_letters=dead_letters)
+    assert [args[1] for args in dead_letters.written] == ["unknown_connection"]
+    labels = {
+        tuple(sample.labels.values())
+        for family in metrics.INFLIGHT.collect()
+        for sample in family.samples
+    }
+    assert ("lexful", "default") in labels
+    assert not any("made-up-tenant" in values for values in labels)

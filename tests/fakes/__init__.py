@@ -74,6 +74,7 @@ class FakeVendors:
                 "lexful_token",
                 "lexful_key_secret",
                 "webflow_token",
+                "webflow_tenant_token",
                 "autodesk_token",
                 "autodesk_client_secret",
                 "autodesk_refresh_token",
@@ -84,6 +85,8 @@ class FakeVendors:
         s = self.secrets
         self.lexful = LexfulFake("acct-1", s["lexful_token"], "key-1", s["lexful_key_secret"])
         self.webflow = WebflowFake(s["webflow_token"])
+        self.webflow.static_tokens.add(s["webflow_tenant_token"])  # a second tenant's key
+        self.webflow.tokens.add(s["webflow_tenant_token"])
         self.autodesk = AutodeskFake(
             s["autodesk_token"],
             "aps-client",
@@ -146,6 +149,11 @@ class FakeVendors:
 
     def violations(self) -> list[str]:
         return [f"{name}: {v}" for name, fake in self.fakes.items() for v in fake.violations]
+
+    def webflow_tenant(self) -> dict[str, Any]:
+        """A second Webflow tenant's connection: the same server, a token of its own (so
+        ``webflow.by_token`` can make one tenant misbehave while the other is served)."""
+        return {"base_url": self.base_url("webflow"), "token": self.secrets["webflow_tenant_token"]}
 
     def connections(
         self, *, lexful_api_key: bool = False, autodesk_refresh: bool = False

@@ -16,6 +16,7 @@ import sys
 import threading
 
 from tests.fakes import FakeVendors, Received, Reply
+from tests.fakes.rate_limits import FixedWindow, TokenBucket
 
 MISSING_ASSET = "00000000-0000-4000-8000-000000000404"  # Lexful answers 404 for it
 
@@ -46,6 +47,16 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=0, help="every vendor's latency")
     parser.add_argument("--webflow-rate", type=float, help="Webflow token bucket, requests/s")
     parser.add_argument(
+        "--webflow-announce",
+        type=int,
+        help="the token bucket's X-RateLimit-Limit (default its size, e.g. 1200 for 20/s a minute)",
+    )
+    parser.add_argument(
+        "--webflow-window",
+        metavar="N/SECONDS",
+        help="Webflow fixed window instead: N requests per window, all at its start (60/60)",
+    )
+    parser.add_argument(
         "--webflow-429-for",
         type=float,
         default=0,
@@ -59,7 +70,11 @@ def main() -> int:
         fake.latency_s = args.latency_ms / 1000
         fake.keep = False  # the simulator runs long: keep no request history
     if args.webflow_rate:
-        fakes.webflow.rate_per_s, fakes.webflow.burst = args.webflow_rate, int(args.webflow_rate)
+        size = max(1, int(args.webflow_rate))
+        fakes.webflow.limit_to(TokenBucket(args.webflow_rate, size, args.webflow_announce))
+    if args.webflow_window:
+        count, seconds = args.webflow_window.split("/")
+        fakes.webflow.limit_to(FixedWindow(int(count), float(seconds)))
     if args.webflow_429_for:
         fakes.webflow.outage(
             args.webflow_429_for, Reply(429, {"Retry-After": "2"}, {"code": "too_many_requests"})

@@ -47,6 +47,7 @@ class Reply:
     reset: bool = False  # drop the connection instead of answering
     raw: bytes | None = None  # send these bytes as the body (e.g. invalid JSON)
     drip_s: float = 0.0  # send the body one byte at a time, this long apart
+    hang: bool = False  # answer nothing until the fake's release() or reset(), then this
 
 
 class VendorFake:
@@ -61,6 +62,9 @@ class VendorFake:
         self.always: Reply | None = None
         self.every: tuple[int, Reply] | None = None  # every n-th update gets this answer
         self.refuse: dict[str, Reply] = {}  # a request whose path contains the key gets this
+        # a request with this bearer token gets this reply: one tenant of the vendor misbehaves
+        self.by_token: dict[str, Reply] = {}
+        self._released = 0  # bumped by release(): every hanging request then answers
         self.keep = True  # keep every Received (tests); the long-running simulator does not
         self.counts: dict[int, int] = {}  # answers by status, kept either way
         self.ok = 0  # successful updates, and when the first and the last happened
@@ -81,6 +85,8 @@ class VendorFake:
         self.always = None
         self.every = None
         self.refuse = {}
+        self.by_token = {}
+        self.release()
         self.latency_s = 0.0
         self.token_requests = 0
         self.tokens |= self.static_tokens
@@ -95,6 +101,11 @@ class VendorFake:
     def outage(self, seconds: float, reply: Reply) -> None:
         """From the next update request on, answer ``reply`` for ``seconds``."""
         self._outage = (0.0, seconds, reply)
+
+    def release(self) -> None:
+        """Requests hanging on a ``Reply(hang=True)`` answer now (a hang never outlives its
+        test: a handler still waiting would hold up the server's shutdown)."""
+        self._released += 1
 
     def revoke_tokens(self) -> None:
         """Every access token issued so far stops working (as if it expired)."""
@@ -173,12 +184,18 @@ class VendorFake:
         for part, refusal in self.refuse.items():
             if part in request.path:
                 reply = refusal
+        if self.by_token and (token := self.bearer(request)) in self.by_token:
+            reply = self.by_token[token]
         if reply is None and self.every is not None and self._count % self.every[0] == 0:
             reply = self.every[1]
         if reply is None:
             return None
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
+        if reply.hang:
+            released = self._released
+            while self._released == released:
+                await asyncio.sleep(0.05)
         if reply.reset:
             assert request.transport is not None
             request.transport.close()

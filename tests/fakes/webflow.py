@@ -6,19 +6,20 @@ A ``localeId`` in the body is refused (the real API would likely ignore it and u
 primary locale, so a test could not tell); the query's ``localeId`` is kept in each
 ``Received.query`` for tests to assert.
 
-Every answer carries ``X-RateLimit-Limit``/``X-RateLimit-Remaining``; with ``rate_per_s`` set,
-a token bucket answers 429 with ``Retry-After`` and ``{"code": "too_many_requests"}`` beyond it.
+Every answer carries ``X-RateLimit-Limit``/``X-RateLimit-Remaining``. With a ``limiter`` set
+(tests/fakes/rate_limits.py: a token bucket or a fixed window, one per fake, so shared by every
+process using it), requests beyond it are answered 429 with ``Retry-After`` and
+``{"code": "too_many_requests"}``; ``rate_per_s``/``burst`` make the token bucket of old.
 """
 
 from __future__ import annotations
 
-import math
 import re
-import time
 
 from aiohttp import web
 
 from tests.fakes.base import VendorFake
+from tests.fakes.rate_limits import Limiter, TokenBucket
 
 UNLIMITED = 1_000_000
 OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
@@ -33,27 +34,29 @@ class WebflowFake(VendorFake):
         super().__init__()
         self.static_tokens.add(token)
         self.tokens.add(token)
-        self.rate_per_s, self.burst = rate_per_s, burst
-        self._bucket, self._last = float(burst), time.monotonic()
+        self.limiter: Limiter | None = None
+        if rate_per_s is not None:
+            self.limit_to(TokenBucket(rate_per_s, burst))
         self.limited = 0
+
+    def limit_to(self, limiter: Limiter | None) -> None:
+        """Count requests with this limiter from now on (None: unlimited)."""
+        self.limiter = limiter
 
     def reset(self) -> None:
         super().reset()
-        self.rate_per_s, self.limited = None, 0
+        self.limiter, self.limited = None, 0
 
     def routes(self) -> list[web.RouteDef]:
         return [web.patch("/v2/assets/{asset_id}", self.update)]
 
-    def _take(self) -> tuple[bool, int]:
-        if self.rate_per_s is None:  # unlimited: advertise a limit no test will reach
-            return True, UNLIMITED
-        now = time.monotonic()
-        self._bucket = min(self.burst, self._bucket + (now - self._last) * self.rate_per_s)
-        self._last = now
-        if self._bucket >= 1:
-            self._bucket -= 1
-            return True, int(self._bucket)
-        return False, 0
+    def _take(self) -> tuple[bool, dict[str, str]]:
+        if self.limiter is None:  # unlimited: advertise a limit no test will reach
+            return True, {
+                "X-RateLimit-Limit": str(UNLIMITED),
+                "X-RateLimit-Remaining": str(UNLIMITED),
+            }
+        return self.limiter.take()
 
     def _locale(self, request: web.Request) -> web.Response | None:
         """The query holds nothing but an optional, single, object-id ``localeId``."""
@@ -81,16 +84,13 @@ class WebflowFake(VendorFake):
             return self.violation(f"fields not accepted: {sorted(extra)}")
         if (bad := self._locale(request)) is not None:
             return bad
-        allowed, remaining = self._take()
-        limit = self.burst if self.rate_per_s is not None else UNLIMITED
-        limits = {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(remaining)}
+        allowed, limits = self._take()
         if not allowed:
             self.limited += 1
-            wait = math.ceil(1 / self.rate_per_s) if self.rate_per_s else 60
             return web.json_response(
                 {"code": "too_many_requests", "message": "Too many requests"},
                 status=429,
-                headers={**limits, "Retry-After": str(wait)},
+                headers=limits,
             )
         if (scripted := await self.scripted(request)) is not None:
             return scripted

@@ -35,7 +35,7 @@ def test_vendor_down_pauses_fetching_and_everything_ends_somewhere(
             "base_delay_s": 0.2,
             "max_delay_s": 2,
         },
-        dispatch={"max_buffered": 500, "max_in_flight_per_vendor": 50},
+        dispatch={"max_buffered": 500, "max_in_flight_per_connection": 50},
     )
     assert service.proc is not None
     time.sleep(2)  # kafka-python may re-join once right after the first join; let it settle

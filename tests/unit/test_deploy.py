@@ -21,7 +21,7 @@ from consumer import metrics
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 BASE = DEPLOY / "kustomize" / "base"
-OVERLAYS = ["keda", "hpa", "keda-ingest", "hpa-ingest"]
+OVERLAYS = ["keda", "hpa", "keda-ingest", "hpa-ingest", "keda-sasl-tls"]
 RENDERS = ["base", *OVERLAYS]  # every kustomization one can build and apply
 
 
@@ -64,12 +64,17 @@ def test_dockerfile_runs_as_non_root_with_the_service_as_entry_point() -> None:
     assert "apt-get" not in final and "gcc" not in final  # no build tools in the final image
 
 
-@pytest.mark.parametrize("target", RENDERS)
-def test_kustomize_output_passes_strict_kubernetes_schemas(target: str, tmp_path: Path) -> None:
+def assert_strictly_valid(docs: list[dict[str, Any]], tmp_path: Path) -> None:
+    """Every built-in kind against the Kubernetes schemas, unknown properties rejected."""
     rendered = tmp_path / "out.yaml"
-    rendered.write_text(yaml.safe_dump_all(build(target)))
+    rendered.write_text(yaml.safe_dump_all(docs))
     out = run(tool("kubernetes-validate"), "--strict", "--quiet", str(rendered))
     assert "ERROR" not in out
+
+
+@pytest.mark.parametrize("target", RENDERS)
+def test_kustomize_output_passes_strict_kubernetes_schemas(target: str, tmp_path: Path) -> None:
+    assert_strictly_valid(build(target), tmp_path)
 
 
 def test_strict_validation_can_fail(tmp_path: Path) -> None:
@@ -87,9 +92,15 @@ def test_strict_validation_can_fail(tmp_path: Path) -> None:
     assert done.returncode != 0
 
 
-def test_deployment_is_locked_down_and_probed() -> None:
-    docs = build("keda")
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
+def assert_locked_down_and_probed(docs: list[dict[str, Any]]) -> None:
+    """The consumer runs non-root, read-only, without privileges, probed, with limits, and is
+    given longer than its shutdown grace to stop."""
+    deployment = next(
+        d
+        for d in docs
+        if d["kind"] == "Deployment"
+        and d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "consumer"
+    )
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -110,6 +121,11 @@ def test_deployment_is_locked_down_and_probed() -> None:
         )["data"]["config.yaml"]
     )
     assert pod["terminationGracePeriodSeconds"] > config["dispatch"]["shutdown_grace_s"]
+
+
+def test_deployment_is_locked_down_and_probed() -> None:
+    docs = build("keda")
+    assert_locked_down_and_probed(docs)
     assert {d["kind"] for d in docs} >= {
         "Deployment",
         "Service",
@@ -130,12 +146,24 @@ def test_shipped_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     assert set(config.connections) == {"lexful", "webflow", "autodesk", "trelica", "enos"}
 
 
+# The authentication parameters of KEDA's kafka scaler (keda.sh/docs/latest/scalers/apache-kafka).
+KEDA_KAFKA_AUTH = {"sasl", "username", "password", "tls", "ca", "cert", "key", "keyPassword"}
+
 CRD_REQUIRED = {
     "ScaledObject": lambda spec: (
         spec["scaleTargetRef"]["name"] == "asset-sync"
         and spec["triggers"][0]["type"] == "kafka"
         and {"bootstrapServers", "consumerGroup", "topic", "lagThreshold"}
         <= set(spec["triggers"][0]["metadata"])
+        and all(isinstance(v, str) for v in spec["triggers"][0]["metadata"].values())
+        and set(spec["triggers"][0].get("authenticationRef", {"name": ""})) == {"name"}
+    ),
+    "TriggerAuthentication": lambda spec: (
+        bool(spec["secretTargetRef"])
+        and all(
+            set(ref) == {"parameter", "name", "key"} and ref["parameter"] in KEDA_KAFKA_AUTH
+            for ref in spec["secretTargetRef"]
+        )
     ),
     "ServiceMonitor": lambda spec: (
         spec["endpoints"][0]["port"] == "metrics" and spec["selector"]["matchLabels"]
@@ -148,16 +176,37 @@ CRD_REQUIRED = {
 }
 
 
-def test_custom_resources_are_well_formed() -> None:
-    docs = build("keda")
-    service = next(d for d in docs if d["kind"] == "Service")
+def assert_custom_resources_well_formed(docs: list[dict[str, Any]]) -> None:
+    """What KEDA and the Prometheus Operator need of their objects (no schema is at hand)."""
     for doc in docs:
-        if doc["kind"] in CRD_REQUIRED:
+        if doc["apiVersion"].rpartition("/")[0] in ("keda.sh", "monitoring.coreos.com"):
             assert doc["apiVersion"] in ("keda.sh/v1alpha1", "monitoring.coreos.com/v1")
+            assert doc["kind"] in CRD_REQUIRED, f"teach CRD_REQUIRED {doc['kind']}"
             assert CRD_REQUIRED[doc["kind"]](doc["spec"]), doc["kind"]
+
+
+@pytest.mark.parametrize("target", ["keda", "keda-sasl-tls"])
+def test_custom_resources_are_well_formed(target: str) -> None:
+    docs = build(target)
+    assert_custom_resources_well_formed(docs)
+    service = next(d for d in docs if d["kind"] == "Service")
     monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
     labels = service["metadata"]["labels"]
     assert all(labels.get(k) == v for k, v in monitor["spec"]["selector"]["matchLabels"].items())
+
+
+def test_keda_authenticates_to_sasl_tls_clusters_with_the_component() -> None:
+    """The keda-sasl-tls overlay: the trigger names a TriggerAuthentication that reads SASL
+    and TLS settings from one Secret; the keda overlay alone has no authentication."""
+    plain = next(d for d in build("keda") if d["kind"] == "ScaledObject")
+    assert "authenticationRef" not in plain["spec"]["triggers"][0]
+    docs = build("keda-sasl-tls")
+    [scaled] = [d for d in docs if d["kind"] == "ScaledObject"]
+    [auth] = [d for d in docs if d["kind"] == "TriggerAuthentication"]
+    assert scaled["spec"]["triggers"][0]["authenticationRef"] == {"name": auth["metadata"]["name"]}
+    refs = {ref["parameter"]: ref for ref in auth["spec"]["secretTargetRef"]}
+    assert set(refs) == {"sasl", "username", "password", "tls", "ca"}
+    assert {ref["name"] for ref in refs.values()} == {"asset-sync-kafka"}
 
 
 def rules_file(tmp_path: Path) -> Path:
@@ -229,6 +278,8 @@ EXTERNAL: set[Key] = {
     # The webhook ingress's TLS certificate, from cert-manager or the operator
     # (components/ingest/kustomization.yaml).
     ("Secret", "asset-sync", "asset-sync-ingest-tls"),
+    # KEDA's SASL/TLS settings for the kafka trigger (components/keda-sasl-tls/kustomization.yaml).
+    ("Secret", "asset-sync", "asset-sync-kafka"),
 }
 
 
@@ -303,6 +354,14 @@ def _named_refs(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
     if kind in ("HorizontalPodAutoscaler", "ScaledObject"):
         target = spec["scaleTargetRef"]
         refs.append((target.get("kind", "Deployment"), target["name"], "scaleTargetRef"))
+    for trigger in spec.get("triggers", []) if kind == "ScaledObject" else []:
+        if auth := trigger.get("authenticationRef"):
+            assert auth.get("kind", "TriggerAuthentication") == "TriggerAuthentication", (
+                "teach the reference check ClusterTriggerAuthentication"
+            )
+            refs.append(("TriggerAuthentication", auth["name"], "authenticationRef"))
+    if kind == "TriggerAuthentication":
+        refs += [("Secret", ref["name"], "secretTargetRef") for ref in spec["secretTargetRef"]]
     if kind == "Ingress":
         refs += [("Service", backend["name"], "backend") for backend in _ingress_backends(spec)]
         refs += [("Secret", tls["secretName"], "tls") for tls in spec.get("tls", [])]
@@ -314,10 +373,11 @@ def _ports(service: dict[str, Any]) -> set[str | int]:
     return {p["name"] for p in ports if "name" in p} | {p["port"] for p in ports}
 
 
-def dangling_references(docs: list[dict[str, Any]]) -> list[str]:
-    """What the objects of one rendered output refer to but it does not contain: objects named
-    (volumes, envFrom, env, scale targets, Ingress backends and TLS), ports named, and
-    Services, pods and ports chosen by a label selector."""
+def dangling_references(docs: list[dict[str, Any]], external: set[Key] = EXTERNAL) -> list[str]:
+    """What the objects of one rendered output refer to but it does not contain, nor
+    ``external``: objects named (volumes, envFrom, env, scale targets, KEDA authentication and
+    its Secrets, Ingress backends and TLS), ports named, and Services, pods and ports chosen by
+    a label selector."""
     objects: dict[Key, dict[str, Any]] = {}
     for doc in docs:
         meta = doc["metadata"]
@@ -332,7 +392,7 @@ def dangling_references(docs: list[dict[str, Any]]) -> list[str]:
         spec = doc.get("spec") or {}
         for ref_kind, ref_name, where in _named_refs(doc):
             ref = (ref_kind, namespace, ref_name)
-            if ref not in objects and ref not in EXTERNAL:
+            if ref not in objects and ref not in external:
                 problems.append(f"{kind}/{name} ({where}) refers to missing {ref_kind}/{ref_name}")
         for backend in _ingress_backends(spec) if kind == "Ingress" else []:
             service = objects.get(("Service", namespace, backend["name"]))
@@ -377,4 +437,17 @@ def test_reference_check_can_fail() -> None:
     assert sorted(dangling_references(docs)) == [
         "Deployment/asset-sync (volume config) refers to missing ConfigMap/asset-sync-config",
         "ScaledObject/asset-sync (scaleTargetRef) refers to missing Deployment/x",
+    ]
+
+
+def test_reference_check_follows_keda_authentication() -> None:
+    docs = build("keda-sasl-tls")
+    assert dangling_references(docs) == []
+    without_secret = EXTERNAL - {("Secret", "asset-sync", "asset-sync-kafka")}
+    missing = "TriggerAuthentication/asset-sync-kafka (secretTargetRef) refers to missing Secret"
+    assert dangling_references(docs, without_secret) == [f"{missing}/asset-sync-kafka"] * 5
+    scaled = next(d for d in docs if d["kind"] == "ScaledObject")
+    scaled["spec"]["triggers"][0]["authenticationRef"]["name"] = "sasl"
+    assert dangling_references(docs) == [
+        "ScaledObject/asset-sync (authenticationRef) refers to missing TriggerAuthentication/sasl"
     ]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 
-from consumer.config import RetryConfig
+from consumer.breaker import CircuitBreaker, State
+from consumer.config import BreakerConfig, RetryConfig
 from consumer.errors import PermanentError, RetryableError
 from consumer.retry import RetryPolicy, parse_retry_after, wait_times
-from consumer.vendors.pacing import Pacer
 
 
 def waits(errors: list[RetryableError], rand: float) -> list[float]:
@@ -111,105 +112,76 @@ def test_permanent_error_is_not_retried() -> None:
     assert caught.value.attempts == 1
 
 
-def released(pacer: Pacer, count: int, answers: list[tuple[int, dict[str, str]]]) -> list[float]:
-    """When each of ``count`` concurrent requests is let go (seconds from the start, real
-    clock); the n-th request to go gets ``answers[n]`` (default a plain 200)."""
-    times: list[float] = []
-
-    async def request(started: float) -> None:
-        await pacer.wait()
-        times.append(round(time.monotonic() - started, 1))
-        status, headers = answers[len(times) - 1] if len(times) <= len(answers) else (200, {})
-        await asyncio.sleep(0.01)  # on the wire
-        pacer.answered()
-        pacer.observe(status, headers)
-
-    async def run() -> None:
-        started = time.monotonic()
-        await asyncio.gather(*(request(started) for _ in range(count)))
-
-    asyncio.run(run())
-    return times
-
-
-def test_pacer_holds_every_request_after_a_429_then_paces_at_the_vendors_rate() -> None:
-    pacer = Pacer(1.0)
-    pacer.observe(
-        429, {"Retry-After": "0.2", "X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "10"}
+# --- the retry budget while the connection's breaker is open --------------------------------
+def outage_then_up(down_s: float) -> tuple[list[tuple[float, bool]], object]:
+    """One delivery through a breaker (2 failures open it, probes 0.2 s then 0.4 s apart)
+    while the vendor answers 503 for ``down_s``; returns (time, counted) per request made,
+    and what the delivery ended with."""
+    policy = RetryPolicy(
+        RetryConfig(max_attempts=3, max_elapsed_s=0.3, base_delay_s=0.0), rand=lambda: 0.0
     )
-    # nothing before Retry-After; one probe first, then what the bucket refilled during the
-    # wait (2 at 10 a second), then the rest at the vendor's pace
-    assert released(pacer, 4, []) == [0.2, 0.2, 0.3, 0.4]
+    requests: list[tuple[float, bool]] = []
+
+    async def scenario() -> object:
+        breaker = CircuitBreaker(BreakerConfig(failure_threshold=2, open_s=0.2, max_open_s=0.4))
+        started = time.monotonic()
+
+        async def attempt() -> str:
+            at = time.monotonic() - started
+            requests.append((round(at, 1), breaker.state is State.CLOSED))
+            if at < down_s:
+                raise RetryableError("HTTP 503", status=503)
+            return "ok"
+
+        try:
+            return await policy.run(attempt, "trelica", breaker)
+        except RetryableError as error:
+            return error
+
+    return requests, asyncio.run(scenario())
 
 
-def test_pacer_sends_one_probe_per_retry_after_while_the_vendor_refuses() -> None:
-    pacer = Pacer(60.0)
-    refused = (429, {"Retry-After": "0.2"})
-    pacer.observe(*refused)
-    # 50 deliveries waiting: the 429s cost one call per Retry-After, not 50
-    times = released(pacer, 50, [refused, refused])
-    assert times[:3] == [0.2, 0.4, 0.6]
-    assert set(times[3:]) == {0.6}  # the third probe succeeded: everyone goes
+def test_waiting_for_an_open_connection_spends_no_attempt_and_no_time() -> None:
+    # max_attempts=3 and max_elapsed_s=0.3, but the vendor is down for 0.5 s: only the two
+    # attempts made while the connection was closed count; the probe at 0.2 s fails without
+    # cost and the one at 0.6 s delivers
+    requests, result = outage_then_up(0.5)
+    assert requests == [(0.0, True), (0.0, True), (0.2, False), (0.6, False)]
+    assert result == ("ok", 3)
 
 
-def test_a_429_voids_the_slots_reserved_before_it() -> None:
-    pacer = Pacer(1.0)
-    pacer.answered()
-    pacer.observe(200, {"X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "10"})
-    refused = (429, {"Retry-After": "0.5", "X-RateLimit-Remaining": "0"})
-    # three slots reserved 0.1 s apart; the first is refused: the other two do not go at
-    # their slots into the same refusal, but after the wait (one probe, then the next)
-    assert released(pacer, 3, [refused]) == [0.1, 0.6, 0.6]
+def test_a_connection_that_works_still_spends_the_budget() -> None:
+    # closed: the budget runs as before (3 attempts, then retries_exhausted)
+    policy = RetryPolicy(RetryConfig(max_attempts=3, base_delay_s=0.0), rand=lambda: 0.0)
+    breaker = CircuitBreaker(BreakerConfig(failure_threshold=10))
+    with pytest.raises(RetryableError) as caught:
+        asyncio.run(policy.run(failing(5), "x", breaker))
+    assert caught.value.attempts == 3
 
 
-def test_pacer_bursts_what_remains_then_spaces_requests() -> None:
-    pacer = Pacer(1.0)
-    pacer.answered()  # past the first probing request
-    pacer.observe(200, {"X-RateLimit-Remaining": "3", "X-RateLimit-Limit": "10"})
-    assert released(pacer, 6, []) == [0.0, 0.0, 0.0, 0.1, 0.2, 0.3]  # 3 at once, then 10/s
-    assert pacer.blocked_until == 0.0
+def test_time_budget_reads_the_breakers_clock() -> None:
+    # a 0.2 s budget; 0.3 s of failures on a closed connection exhaust it
+    policy = RetryPolicy(
+        RetryConfig(max_attempts=100, max_elapsed_s=0.2, base_delay_s=0.0), rand=lambda: 0.0
+    )
+    breaker = CircuitBreaker(BreakerConfig(failure_threshold=0))
+
+    async def slow_failure() -> None:
+        await asyncio.sleep(0.15)
+        raise RetryableError("timeout", retry_reason="timeout")
+
+    with pytest.raises(RetryableError) as caught:
+        asyncio.run(policy.run(slow_failure, "x", breaker))
+    assert caught.value.attempts == 2
 
 
-def test_pacer_without_headers_never_waits() -> None:
-    pacer = Pacer(60.0)
-    pacer.answered()
-    pacer.observe(200, {})
-    assert set(released(pacer, 100, [])) == {0.0}
+def failing(count: int) -> Callable[[], Awaitable[str]]:
+    errors = iter([RetryableError(f"HTTP 503 #{i}", status=503) for i in range(count)])
 
+    async def attempt() -> str:
+        error = next(errors, None)
+        if error is not None:
+            raise error
+        return "ok"
 
-def probe_order(abandon_first_probe: bool) -> tuple[list[str], list[str]]:
-    """Four concurrent requests before the limit is known: who went before the answer (and
-    after the first probe was called off, if it was), and in the end."""
-    pacer = Pacer(1.0)
-    order: list[str] = []
-    before: list[str] = []
-
-    async def request(name: str) -> None:
-        await pacer.wait()
-        order.append(name)
-
-    async def scenario() -> None:
-        tasks = [asyncio.ensure_future(request(n)) for n in ("probe", "r0", "r1", "r2")]
-        await asyncio.sleep(0.01)
-        if abandon_first_probe:
-            pacer.abandoned()  # the probe's delivery was cancelled before any answer
-            await asyncio.sleep(0.01)
-        before.extend(order)
-        pacer.observe(200, {"X-RateLimit-Remaining": "10", "X-RateLimit-Limit": "50"})
-        pacer.answered()
-        await asyncio.gather(*tasks)
-
-    asyncio.run(scenario())
-    return before, order
-
-
-def test_pacer_lets_one_probe_go_before_the_limit_is_known() -> None:
-    before, order = probe_order(abandon_first_probe=False)
-    assert before == ["probe"]  # the others wait for the probe's answer
-    assert order == ["probe", "r0", "r1", "r2"]
-
-
-def test_a_probe_called_off_hands_the_probe_on_instead_of_opening_the_gate() -> None:
-    before, order = probe_order(abandon_first_probe=True)
-    assert before == ["probe", "r0"]  # one new probe, not a wave
-    assert order == ["probe", "r0", "r1", "r2"]
+    return attempt

@@ -1,0 +1,220 @@
+"""Per-field last-writer-wins as values: order keys, what each vendor calls a field, and what
+an update keeps of itself against what was remembered (consumer/freshness.py). The broker and
+the processes are in tests/integration/test_freshness.py."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from consumer.events import Event, parse_record
+from consumer.freshness import decide, learn, newer, order_key, sequence_key, time_key
+from consumer.schemas import default_schemas
+from tests.samples import event_for
+
+
+def as_event(document: dict[str, Any]) -> Event:
+    parsed = parse_record(json.dumps(document).encode())
+    assert isinstance(parsed, Event), parsed
+    return parsed
+
+
+def update(
+    vendor: str, changes: dict[str, Any], mode: str | None = None, **attributes: Any
+) -> Event:
+    document = event_for(vendor)
+    document["data"]["changes"] = changes
+    if mode is not None:
+        document["data"]["mode"] = mode
+    document.pop("time", None)
+    document.update(attributes)
+    return as_event(document)
+
+
+def remembered(*pairs: tuple[Event, str]) -> dict[str, str]:
+    """The field map after delivering these (event, key) updates in turn."""
+    snapshot: dict[str, str] | None = None
+    for event, key in pairs:
+        snapshot = learn(snapshot, decide(event, key, snapshot))
+    return snapshot or {}
+
+
+S1, S2, S3 = sequence_key("1"), sequence_key("2"), sequence_key("3")
+
+
+# --- order keys ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("older", "later"),
+    [
+        ("9", "10"),  # decimal integers compare as numbers, not as text
+        ("0099", "100"),  # leading zeros do not count
+        ("18446744073709551616", "18446744073709551617"),  # beyond 64 bits
+        ("999999", "a"),  # every integer comes before every other sequence
+        ("A", "a"),  # the others by Unicode code point
+        ("2026-11-23T10:00:00Z#1", "2026-11-23T10:00:00Z#2"),
+        ("abc", "abd"),
+    ],
+)
+def test_sequences_are_ordered_as_documented(older: str, later: str) -> None:
+    assert newer(sequence_key(later), sequence_key(older))
+    assert not newer(sequence_key(older), sequence_key(later))
+
+
+def test_equal_keys_are_not_newer_so_the_later_update_is_delivered() -> None:
+    assert sequence_key("007") == sequence_key("7")
+    assert not newer(sequence_key("7"), sequence_key("007"))
+    same = time_key("2026-11-23T10:00:00Z")
+    assert same is not None and not newer(same, same)
+
+
+def test_times_compare_as_instants_to_the_nanosecond() -> None:
+    utc = time_key("2026-11-23T10:00:00Z")
+    assert utc == time_key("2026-11-23T11:30:00+01:30") == time_key("2026-11-23t10:00:00.000z")
+    earlier = time_key("2026-11-23T10:00:00.000000001Z")
+    later = time_key("2026-11-23T10:00:00.000000002Z")
+    assert earlier and later and utc and newer(later, earlier) and newer(earlier, utc)
+    west = time_key("2026-11-23T05:00:01-05:00")  # one second after 10:00:00Z
+    assert west and newer(west, utc)
+    assert time_key("0001-01-01T00:00:00+14:00") is not None  # before day one: still ordered
+    assert time_key("2026-02-30T10:00:00Z") is None
+
+
+def test_keys_of_different_kinds_never_compare() -> None:
+    by_time = time_key("2099-01-01T00:00:00Z")
+    assert by_time is not None
+    assert not newer(by_time, S1) and not newer(S1, by_time)
+
+
+def test_sequence_wins_over_time_and_neither_means_no_key() -> None:
+    both = update("trelica", {"notes": "x"}, sequence="5", time="2026-11-23T10:00:00Z")
+    assert order_key(both) == sequence_key("5")
+    timed = update("trelica", {"notes": "x"}, time="2026-11-23T10:00:00Z")
+    assert order_key(timed) == time_key("2026-11-23T10:00:00Z")
+    assert order_key(update("trelica", {"notes": "x"})) is None
+
+
+def test_sequence_is_read_in_both_modes_and_an_integer_is_its_decimal_string() -> None:
+    assert update("trelica", {"notes": "x"}, sequence=42).sequence == "42"
+    data = event_for("trelica")["data"]
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", b"e-1"),
+        ("ce_source", b"cmdb://x"),
+        ("ce_type", b"assetsync.asset.update"),
+        ("ce_vendor", b"trelica"),
+        ("ce_sequence", b"0042"),
+    ]
+    binary = parse_record(json.dumps(data).encode(), headers)
+    assert isinstance(binary, Event) and binary.sequence == "0042"
+
+
+@pytest.mark.parametrize("bad", ["", "a\nb", -1, 2**63, 1.5, True, "9" * 129])
+def test_a_malformed_sequence_is_an_invalid_event(bad: Any) -> None:
+    document = {**event_for("trelica"), "sequence": bad}
+    parsed = parse_record(json.dumps(document).encode())
+    assert not isinstance(parsed, Event)
+    assert [e.pointer for e in parsed.errors] == ["/sequence"]
+    schemas = default_schemas()  # both validators agree on it
+    assert schemas.fast.is_valid(document) == schemas.reference.is_valid(document)
+
+
+# --- what a field is, per vendor -------------------------------------------------------------
+def test_an_older_update_keeps_only_the_fields_nobody_changed_since() -> None:
+    newer_one = update("trelica", {"notes": "new", "status": "Deployed"})
+    older = update("trelica", {"notes": "old", "locationName": "Paris"})
+    verdict = decide(older, S1, remembered((newer_one, S2)))
+    assert verdict.event.data["changes"] == {"locationName": "Paris"}
+    assert verdict.stale == ["notes"] and verdict.fields == ["locationName"]
+    assert not verdict.nothing_left
+    assert older.data["changes"] == {"notes": "old", "locationName": "Paris"}  # not mutated
+
+
+def test_an_older_update_whose_fields_were_all_changed_since_is_stale() -> None:
+    snapshot = remembered((update("trelica", {"notes": "new", "status": "A"}), S2))
+    verdict = decide(update("trelica", {"notes": "old"}), S1, snapshot)
+    assert verdict.nothing_left and verdict.stale == ["notes"]
+    again = decide(update("trelica", {"notes": "same key"}), S2, snapshot)
+    assert again.stale == [] and again.fields == ["notes"]  # equal key: delivered
+
+
+@pytest.mark.parametrize(
+    ("vendor", "newer_changes", "older_changes", "left"),
+    [
+        (
+            "trelica",
+            {"customFields": {"cost": 5}},
+            {"customFields": {"cost": 1, "owner": "ann"}},
+            {"customFields": {"owner": "ann"}},
+        ),
+        (
+            "autodesk",
+            {"customAttributes": {"ca1": "x"}},
+            {"customAttributes": {"ca1": "y", "ca2": "z"}, "barcode": "b"},
+            {"customAttributes": {"ca2": "z"}, "barcode": "b"},
+        ),
+        (
+            "enos",
+            {"attributes": {"power": 5}, "tags": {"year": "2001"}},
+            {"attributes": {"power": 1, "area": 2}, "tags": {"year": "2000", "site": "s"}},
+            {"attributes": {"area": 2}, "tags": {"site": "s"}},
+        ),
+        (  # a map whose every entry is newer goes as a whole
+            "trelica",
+            {"customFields": {"cost": 5}, "notes": "n"},
+            {"customFields": {"cost": 1}, "status": "s"},
+            {"status": "s"},
+        ),
+    ],
+)
+def test_map_entries_are_fields_of_their_own(
+    vendor: str, newer_changes: dict[str, Any], older_changes: dict[str, Any], left: Any
+) -> None:
+    snapshot = remembered((update(vendor, newer_changes), S2))
+    assert decide(update(vendor, older_changes), S1, snapshot).event.data["changes"] == left
+
+
+def test_a_list_or_an_object_outside_the_maps_is_one_value() -> None:
+    methods = [{"type": "Email", "value": "a@example.com"}]
+    snapshot = remembered((update("lexful", {"contact_methods": methods}), S2))
+    older = update("lexful", {"contact_methods": [], "title": "CTO"})
+    assert decide(older, S1, snapshot).event.data["changes"] == {"title": "CTO"}
+    name = {"defaultValue": "n", "i18nValue": {"en_US": "English"}}
+    enos = remembered((update("enos", {"name": name}), S2))
+    other_locale = {"defaultValue": "n", "i18nValue": {"fr_FR": "Français"}}
+    assert decide(update("enos", {"name": other_locale}), S1, enos).nothing_left
+
+
+def test_webflow_alt_text_is_one_field_per_locale_and_locale_id_stays() -> None:
+    locale = "65427cf400e02b306eaa04a0"
+    snapshot = remembered((update("webflow", {"altText": "Un chien", "localeId": locale}), S2))
+    primary = update("webflow", {"altText": "A dog", "displayName": "dog.png"})
+    assert decide(primary, S1, snapshot).stale == []  # the primary locale is another field
+    french = update("webflow", {"altText": "Chien", "displayName": "d.png", "localeId": locale})
+    verdict = decide(french, S1, snapshot)
+    assert verdict.event.data["changes"] == {"displayName": "d.png", "localeId": locale}
+    alone = update("webflow", {"altText": "Chien", "localeId": locale})
+    assert decide(alone, S1, snapshot).nothing_left  # localeId alone sets nothing
+
+
+# --- EnOS replace resets every field ---------------------------------------------------------
+def test_a_replace_resets_every_field_so_an_older_patch_of_any_field_is_stale() -> None:
+    replace = update("enos", {"attributes": {"power": 5}}, mode="replace")
+    snapshot = remembered((update("enos", {"timezone": "+08:00"}), S1), (replace, S2))
+    assert snapshot == {"*": S2}
+    older_patch = update("enos", {"description": "d", "tags": {"k": "v"}})
+    assert decide(older_patch, S1, snapshot).nothing_left
+    assert decide(older_patch, S3, snapshot).stale == []
+
+
+def test_a_replace_older_than_any_field_goes_as_a_patch_of_its_own_fresh_fields() -> None:
+    snapshot = remembered((update("enos", {"tags": {"site": "s"}}), S3))
+    replace = update("enos", {"attributes": {"power": 1}, "timezone": "UTC"}, mode="replace")
+    verdict = decide(replace, S2, snapshot)
+    # as a replace it would clear the newer tag it does not name
+    assert verdict.event.data["mode"] == "patch" and not verdict.reset
+    assert verdict.event.data["changes"] == {"attributes": {"power": 1}, "timezone": "UTC"}
+    assert learn(snapshot, verdict)["tags.site"] == S3  # the newer field is still remembered
+    fresh = decide(replace, sequence_key("4"), snapshot)
+    assert fresh.reset and fresh.event.data["mode"] == "replace"
