@@ -102,9 +102,7 @@ def test_replicas_sharing_a_credential_keep_to_its_limit_together(
         f"({accepted / LIMIT:.0%}), {refused:.1%} answered 429, "
         f"deliveries per process {[int(s) for s in shares]}"
     )
-    # the bench measures the rate; here (2 cores shared with the broker, the fake and the other
-    # tests' processes) the test checks the behaviour: a fair part of the limit, few 429s
-    assert accepted >= 0.5 * LIMIT
+    assert accepted >= 0.8 * LIMIT
     assert refused <= 0.05
     assert sum(1 for s in shares if s > 0) >= 2, "the credential was not shared"
     assert vendors.violations() == []
@@ -141,5 +139,5 @@ def test_a_429_with_256_waiting_costs_its_retry_after_not_a_stall(
     ]  # requests in each of the 3 seconds after it sent again
     print(f"\nafter a 429 (Retry-After: 1): sent again {resumed:.2f} s later, then {paces}/s")
     assert resumed <= 2.0
-    assert min(paces) >= 0.25 * LIMIT  # the stall sent nothing for 12 s
+    assert min(paces) >= 0.6 * LIMIT
     assert sum(1 for r in requests if r.status == 429) == 1
