@@ -160,10 +160,7 @@ class FreshnessConfig:
     """Per-field last-writer-wins (consumer/freshness.py): what a replica remembers of the
     fields it delivered, kept in a compacted changelog topic and a local store."""
 
-    # Off by default until a known defect is fixed: after a restart a replica restored the
-    # state and then delivered none of the partition's new records (tests/integration/
-    # test_freshness.py, marked xfail).
-    enabled: bool = False
+    enabled: bool = True
     changelog_topic: str | None = None  # None: <kafka.topic>.freshness
     store_dir: str | None = None  # None: a directory under the system's temporary directory
     cache_mb: int = 64  # memory for the field maps of the assets used last, and SQLite's cache

@@ -60,7 +60,7 @@ RESET = "*"  # the field map's entry for "every field", set by an update that re
 # Changelog writes go out at most this often, as one batch: kafka-python spends far more per
 # produce request than per record, so fewer, larger writes keep the cost per event low. The
 # offsets wait that much longer to be committable (commits go every second anyway).
-FLUSH_INTERVAL_S = 0.05
+FLUSH_INTERVAL_S = 0.25
 WRITE_RETRY_S = (0.5, 1, 2, 5, 10, 30)
 RECENT_ENTRY_KB = 1  # what one remembered field map costs in memory, rounded up
 KEEP_S = 300.0  # how long a revoked partition's store is kept in case it comes straight back
@@ -310,22 +310,25 @@ class Freshness:
         epochs = {p: self._epochs.get(p, 0) for p, _ in owners}
         self._writing = set(epochs)
         try:
-            offsets = await self._send(records)
+            answers = await self._send(records)
         finally:
             self._writing = set()
         failed = 0
-        for asset, offset in zip(owners, offsets, strict=True):
+        finish = self._finish
+        assert finish is not None
+        for asset, answer in zip(owners, answers, strict=True):
             partition = asset[0]
             if self._epochs.get(partition, 0) != epochs[partition]:
                 continue  # revoked meanwhile: those offsets belong to the next owner now
-            if offset is None:
+            if not answer.succeeded():
                 failed += 1
                 self._dirty.setdefault(asset, [])[:0] = batch[asset]
                 continue
-            self._ends[partition] = max(self._ends.get(partition, 0), offset + 1)
+            end = answer.value.offset + 1
+            if end > self._ends.get(partition, 0):
+                self._ends[partition] = end
             for tp, record_offset in batch[asset]:
-                assert self._finish is not None
-                self._finish(tp, record_offset)
+                finish(tp, record_offset)
         if failed:
             log.warning(
                 "freshness changelog write failed; retrying",
@@ -364,18 +367,20 @@ class Freshness:
             del recent[next(iter(recent))]
         return owners, records
 
-    async def _send(self, records: list[tuple[int, bytes, bytes]]) -> list[int | None]:
-        """Produce the records; per record, its offset once acknowledged, or None."""
+    async def _send(self, records: list[tuple[int, bytes, bytes]]) -> list[Any]:
+        """Produce the records; their futures, every one done (acknowledged or failed).
+
+        Only the last record of each partition reports back by callback (one callback per
+        record costs a third as much as the send itself); the others are read from their
+        futures once those are done."""
         if not records:
             return []
-        offsets: list[int | None] = [None] * len(records)
         done: asyncio.Future[None] = self._loop.create_future()
-        left = [len(records)]
+        futures: list[Any] = []
+        left = [0]
         lock = threading.Lock()
 
-        def answered(index: int, value: Any) -> None:
-            if not isinstance(value, BaseException):
-                offsets[index] = value.offset
+        def answered(_: Any) -> None:
             with lock:
                 left[0] -= 1
                 last = left[0] == 0
@@ -383,18 +388,25 @@ class Freshness:
                 self._loop.call_soon_threadsafe(_settle, done)
 
         def send_all() -> None:
-            for index, (partition, key, value) in enumerate(records):
+            last: dict[int, Any] = {}
+            for partition, key, value in records:
                 future = self.producer.send(self.topic, key=key, value=value, partition=partition)
-                future.add_callback(answered, index)
-                future.add_errback(answered, index)
+                futures.append(future)
+                last[partition] = future
+            left[0] = len(last)
+            for future in last.values():  # one already done calls back at once
+                future.add_callback(answered)
+                future.add_errback(answered)
 
         try:
             await self._loop.run_in_executor(None, send_all)
         except (KafkaError, ValueError, AssertionError) as error:  # e.g. no metadata in time
             log.warning("freshness changelog send failed", extra={"fields": {"error": str(error)}})
-            return [None] * len(records)  # those sent before may still land: rewritten anyway
+            return [_FAILED] * len(records)  # those sent before may land: rewritten anyway
         await done
-        return offsets
+        while not all(f.is_done for f in futures):  # a batch retried behind a later one
+            await asyncio.sleep(0.005)
+        return futures
 
     # --- rebalances ----------------------------------------------------------------------------
     def assign(self, partitions: Iterable[int]) -> None:
@@ -423,12 +435,18 @@ class Freshness:
             await asyncio.sleep(0.005)
 
     def revoke(self, partitions: Iterable[int]) -> None:
-        """Rebalance listener: forget these partitions (after their work was dropped)."""
+        """Rebalance listener: forget these partitions (after their work was dropped). They
+        stay held (paused) until assigned again: nothing of theirs is read in between."""
         gone = set(partitions)
         with self._lock:
             for partition in gone:
-                self._not_ready.pop(partition, None)
+                self._not_ready[partition] = 0  # no restore is under way for generation 0
         self._loop.call_soon_threadsafe(self._drop, gone)
+
+    def pending(self, partitions: set[int]) -> bool:
+        """Whether these partitions have learned something not written yet (any thread)."""
+        dirty = list(self._dirty)  # one C-level copy: safe while the loop changes it
+        return bool(self._writing & partitions) or any(p in partitions for p, _ in dirty)
 
     def _drop(self, partitions: set[int]) -> None:
         """Loop: unwritten knowledge of these partitions goes (the new owner delivers those
@@ -503,6 +521,16 @@ class Freshness:
         for store, _, _ in self._kept.values():
             store.discard()
         self._dir.close()
+
+
+class _Failed:
+    """The answer of a record that could not be sent at all."""
+
+    def succeeded(self) -> bool:
+        return False
+
+
+_FAILED = _Failed()
 
 
 def _settle(future: asyncio.Future[None]) -> None:

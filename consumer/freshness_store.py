@@ -48,7 +48,7 @@ CHANGELOG_SETTINGS = {
     "min.cleanable.dirty.ratio": "0.2",
 }
 RESTORE_RETRY_S = 2.0
-RESTORE_POLL_RECORDS = 10_000
+RESTORE_POLL_RECORDS = 5_000
 
 
 def changelog_topic(config: Config) -> str:
@@ -287,7 +287,7 @@ class Restorer(threading.Thread):
                     enable_auto_commit=False,
                     auto_offset_reset="earliest",
                     max_poll_records=RESTORE_POLL_RECORDS,
-                    max_partition_fetch_bytes=8 * 1024 * 1024,
+                    max_partition_fetch_bytes=2 * 1024 * 1024,
                 )
             except KafkaError as exc:
                 raise BrokerError(f"cannot connect to {kafka.bootstrap_servers}: {exc}") from None

@@ -140,6 +140,26 @@ def wait_for_partitions(consumer: KafkaConsumer, topic: str, timeout_s: float) -
         time.sleep(0.2)
 
 
+def rejoin_if_join_dropped(consumer: KafkaConsumer) -> bool:
+    """Work around kafka-python 3.0.12 dropping a finished rebalance; call after every poll.
+
+    When a poll's timeout runs out while a JoinGroup/SyncGroup is in flight (a rebalance
+    listener slower than the poll makes that likely: ours lets requests on the wire finish),
+    the join is left to finish on kafka-python's IO thread. If that rebalance was started by a
+    metadata change (the one right after start-up, new partitions), the leader's assignment
+    clears the only reason to rejoin, the next poll never applies the result, and this member
+    holds no partition for good while the group thinks it does. The sign is a finished join
+    that nobody collected and no reason left to rejoin; asking for a rejoin runs the join
+    again and applies it. Returns whether it did (tests/integration/test_kafka_clients.py).
+    """
+    coordinator: Any = getattr(consumer, "_coordinator", None)
+    task = getattr(coordinator, "_join_task", None)
+    if task is None or not getattr(task, "is_done", False) or coordinator.need_rejoin():
+        return False
+    coordinator.request_rejoin()
+    return True
+
+
 def create_topic(bootstrap: str, name: str, partitions: int = 1) -> str:
     """Create a topic on a PLAINTEXT broker and wait until its metadata is there (the
     local broker has auto-creation off, like most production clusters)."""

@@ -39,6 +39,7 @@ from consumer.kafka_clients import (
     ensure_dead_letter_topic,
     make_consumer,
     make_producer,
+    rejoin_if_join_dropped,
     wait_for_partitions,
 )
 from consumer.logs import get_logger
@@ -200,6 +201,8 @@ class Service:
             log.warning("poll failed", extra={"fields": {"error": str(error)}})
             time.sleep(0.5)
             return {}
+        if rejoin_if_join_dropped(self._consumer):
+            log.warning("kafka-python dropped a finished rebalance; joining the group again")
         self._flow_control()
         if time.monotonic() - self._last_lag > LAG_REFRESH_S:
             self._refresh_lag()
@@ -319,7 +322,12 @@ class Service:
             )
             with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
                 settled.result(REVOKE_GRACE_S + 1)
-        if commit and self._loop is not None and self._freshness is not None:
+        if (
+            commit
+            and self._loop is not None
+            and self._freshness is not None
+            and self._freshness.pending({tp.partition for tp in partitions})
+        ):
             written = asyncio.run_coroutine_threadsafe(  # freshness: finish what was learned
                 self._freshness.settle({tp.partition for tp in partitions}, 1.0), self._loop
             )

@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 
@@ -23,17 +22,6 @@ from tests.samples import event_for
 from tests.service_helpers import ServiceProcess, wait_until
 
 ASSET = "laptop-42"
-
-
-@pytest.fixture
-def start_service(start_service: StartService) -> StartService:
-    """The service with freshness switched on (it is off by default while experimental)."""
-
-    def start(*args: Any, **sections: Any) -> ServiceProcess:
-        sections.setdefault("freshness", {"enabled": True})
-        return start_service(*args, **sections)
-
-    return start
 
 
 def update(changes: dict[str, Any], sequence: str | None = None, **envelope: Any) -> dict[str, Any]:
@@ -71,11 +59,6 @@ def log_lines(service: ServiceProcess, message: str) -> list[dict[str, Any]]:
     return [e for e in service.log_entries() if e.get("msg") == message]
 
 
-@pytest.mark.xfail(
-    reason="known defect: after the restart at its end, the new process may deliver none of the "
-    "partition's new records (why freshness is off by default)",
-    strict=False,
-)
 def test_an_older_update_keeps_only_the_fields_nobody_changed_since(
     kafka_bootstrap: str, source_topic: str, vendors: FakeVendors, start_service: StartService
 ) -> None:
@@ -111,11 +94,6 @@ def test_an_older_update_keeps_only_the_fields_nobody_changed_since(
     assert len(bodies(vendors)) == 5
 
 
-@pytest.mark.xfail(
-    reason="known defect: the restarted replica restores its state, then delivers none of the "
-    "partition's new records (why freshness is off by default)",
-    strict=False,
-)
 def test_after_a_restart_the_state_comes_back_from_the_changelog(
     kafka_bootstrap: str, source_topic: str, vendors: FakeVendors, start_service: StartService
 ) -> None:
