@@ -16,6 +16,12 @@ an event never gives up because its vendor is down (SPEC section 4). So the retr
 ``acquire`` before each attempt and tells ``release`` how it went; while the breaker is not
 closed, its budget clock (``closed_seconds``) stands still, so waiting costs no retry budget.
 
+An operator's pause (``asset-sync ctl pause``, consumer/control.py) uses the same wait: while
+a connection is paused no attempt is let go, whatever the state, and the budget clock stands
+still too; attempts already let go finish. Resuming lets the waiters go in arrival order. The
+pause is no state of the machine (``asset_sync_connection_state`` stays the breaker's): a
+paused connection can be open as well.
+
 Why not a library: ``pybreaker``, ``aiobreaker`` and ``purgatory`` all fail calls while open
 and keep no queue of waiters; their half-open state lets several calls through, and none has
 a clock of closed time. ``Breaker`` is the state machine as a value (injectable clock, no
@@ -74,6 +80,7 @@ class Breaker:
         self.interval = 0.0  # the last wait before a probe
         self.open_until = 0.0
         self.probing = False
+        self.paused = False
         self._state = State.CLOSED
         self._closed_total = 0.0
         self._closed_since = clock()
@@ -86,6 +93,8 @@ class Breaker:
 
     def admit(self) -> Admission:
         """May an attempt go now? A ``PROBE`` answer makes this attempt the probe."""
+        if self.paused:
+            return Admission.WAIT
         state = self.state
         if state is State.CLOSED:
             return Admission.GO
@@ -126,11 +135,20 @@ class Breaker:
         if probe and self.probing:
             self.probing = False
 
+    def pause(self, paused: bool) -> None:
+        """An operator paused (or resumed) the connection: nothing is admitted meanwhile."""
+        if paused != self.paused:
+            self._change(self._state, paused)
+
     def closed_seconds(self) -> float:
-        """How long the breaker has been closed, in all: the retry budget's clock."""
-        if self._state is State.CLOSED:
+        """How long the breaker has been closed and not paused, in all: the retry budget's
+        clock."""
+        if self._running():
             return self._closed_total + self.clock() - self._closed_since
         return self._closed_total
+
+    def _running(self) -> bool:
+        return self._state is State.CLOSED and not self.paused
 
     def _open(self, interval: float) -> None:
         self.interval = interval
@@ -138,14 +156,19 @@ class Breaker:
         self._enter(State.OPEN)
 
     def _enter(self, state: State) -> None:
-        now = self.clock()
-        if self._state is State.CLOSED and state is not State.CLOSED:
-            self._closed_total += now - self._closed_since
-        elif state is State.CLOSED and self._state is not State.CLOSED:
-            self._closed_since = now
-        self._state = state
+        self._change(state, self.paused)
         if self.on_change is not None:
             self.on_change(state)
+
+    def _change(self, state: State, paused: bool) -> None:
+        """Enter ``state`` and ``paused``, keeping the budget clock: it runs only while the
+        breaker is closed and the connection not paused."""
+        was = self._running()
+        self._state, self.paused = state, paused
+        if was and not self._running():
+            self._closed_total += self.clock() - self._closed_since
+        elif self._running() and not was:
+            self._closed_since = self.clock()
 
 
 class CircuitBreaker:
@@ -164,6 +187,9 @@ class CircuitBreaker:
         on_change: Callable[[State], None] | None = None,
     ) -> None:
         self.machine = Breaker(config, clock, on_change)
+        self.attempts = 0  # let go by ``acquire`` and not yet ``release``d: on their way
+        # told of every pause and resume: the connection's pacer holds its queue as well
+        self.on_pause: list[Callable[[bool], None]] = []
         self._waiters: deque[asyncio.Future[bool]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
@@ -171,6 +197,18 @@ class CircuitBreaker:
     @property
     def state(self) -> State:
         return self.machine.state
+
+    @property
+    def paused(self) -> bool:
+        return self.machine.paused
+
+    def pause(self, paused: bool) -> None:
+        """Pause (no attempt goes; those under way finish) or resume (the waiters go, in
+        arrival order, as far as the breaker's state lets them)."""
+        self.machine.pause(paused)
+        for listener in self.on_pause:
+            listener(paused)
+        self._wake()
 
     def clock(self) -> float:
         """The retry budget's clock: it only runs while the breaker is closed."""
@@ -181,6 +219,7 @@ class CircuitBreaker:
         if not self._waiters:
             admission = self.machine.admit()
             if admission is not Admission.WAIT:
+                self.attempts += 1
                 return admission is Admission.PROBE
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
@@ -203,6 +242,7 @@ class CircuitBreaker:
         Returns whether the attempt counts toward its event's retry budget: all do but a
         probe that failed, which only says that the connection is still failing.
         """
+        self.attempts -= 1
         counts = True
         if error is None or (isinstance(error, DeliveryError) and not trips(error)):
             self.machine.succeeded(probe)
@@ -223,6 +263,7 @@ class CircuitBreaker:
             admission = self.machine.admit()
             if admission is Admission.WAIT:
                 break
+            self.attempts += 1
             self._waiters.popleft().set_result(admission is Admission.PROBE)
         self._arm()
 

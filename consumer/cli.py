@@ -106,6 +106,16 @@ def _ingest(args: argparse.Namespace) -> int:
     return _serve(args, Ingest)
 
 
+def _ctl(args: argparse.Namespace) -> int:
+    from consumer import control
+    from consumer.config import load_config
+
+    config = load_config(args.config)
+    if args.action == "status":
+        return control.status(config, sys.stdout)
+    return control.set_paused(config, args.connection, args.action == "pause", sys.stdout)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asset-sync",
@@ -148,6 +158,19 @@ def _build_parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="accept signed webhooks and publish them")
     ingest.add_argument("--config", type=Path, required=True)
     ingest.set_defaults(func=_ingest)
+
+    ctl = sub.add_parser("ctl", help="pause or resume a connection on every replica; status")
+    actions = ctl.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (
+        ("pause", "no new call to this connection on any replica; its events wait"),
+        ("resume", "let its waiting events go again, in order"),
+    ):
+        paused = actions.add_parser(action, help=text)
+        paused.add_argument("--config", type=Path, required=True)
+        paused.add_argument("connection", metavar="VENDOR/CONNECTION")
+    status = actions.add_parser("status", help="each connection's state, summed over replicas")
+    status.add_argument("--config", type=Path, required=True)
+    ctl.set_defaults(func=_ctl)
 
     demo = sub.add_parser("demo", help="the whole system on one machine")
     demo.add_argument(

@@ -156,6 +156,14 @@ class StateConfig:
 
 
 @dataclass(frozen=True)
+class ControlConfig:
+    """Runtime control (consumer/control.py): ``asset-sync ctl`` pauses and resumes a
+    connection through a compacted topic every replica follows; its ACLs say who may."""
+
+    topic: str | None = None  # None: <kafka.topic>.control
+
+
+@dataclass(frozen=True)
 class FreshnessConfig:
     """Per-field last-writer-wins (consumer/freshness.py): what a replica remembers of the
     fields it delivered, kept in a compacted changelog topic and a local store."""
@@ -202,6 +210,7 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     freshness: FreshnessConfig = field(default_factory=FreshnessConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
     connections: Mapping[str, Mapping[str, Connection]] = field(default_factory=dict)
     log_level: str = "INFO"
 
@@ -242,6 +251,7 @@ def parse_config(raw: dict[str, Any], environ: Mapping[str, str]) -> Config:
         "ingest",
         "freshness",
         "state",
+        "control",
         "connections",
         "log_level",
     }
@@ -260,6 +270,7 @@ def parse_config(raw: dict[str, Any], environ: Mapping[str, str]) -> Config:
         ingest=_section(IngestConfig, tree, "ingest"),
         freshness=_section(FreshnessConfig, tree, "freshness"),
         state=_section(StateConfig, tree, "state"),
+        control=_section(ControlConfig, tree, "control"),
         connections=_connections(tree.get("connections") or {}),
         log_level=log_level,
     )
@@ -538,6 +549,11 @@ def _check_ranges(config: Config) -> None:
             "kafka.dead_letter_topic",
             config.kafka.dead_letter_topic != config.kafka.topic,
             "must differ from kafka.topic",
+        ),
+        (
+            "control.topic",
+            config.control.topic not in (config.kafka.topic, config.kafka.dead_letter_topic),
+            "must differ from kafka.topic and kafka.dead_letter_topic",
         ),
     ]
     for key, ok, problem in checks:

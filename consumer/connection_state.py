@@ -22,43 +22,29 @@ after that.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 import json
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from consumer.compacted_topic import STARTUP_TIMEOUT_S, CompactedTopic
 from consumer.config import Config, Connection, KafkaConfig, Secret
 from consumer.errors import ConfigError, RetryableError
-from consumer.kafka_clients import (
-    BrokerError,
-    connection_settings,
-    ensure_topic,
-    make_producer,
-    wait_for_partitions,
-)
 from consumer.logs import get_logger
 
 log = get_logger("connection_state")
-T = TypeVar("T")
 
 KEY_NAME = "state.encryption_key"
 LEASE_PREFIX = "lease/"
 LEASE_S = 15.0  # longer than a token call takes; a dead holder delays a refresh this long
 READ_BACK_S = 10.0  # how long a replica waits to read its own write back
-WRITE_TIMEOUT_S = 10.0
-POLL_MS = 200
-STARTUP_TIMEOUT_S = 60.0
 # Compacted: the latest record per key is kept for ever. Records stay uncompacted for a minute,
 # so that replicas following the log see every lease claim in order.
 TOPIC_SETTINGS = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
@@ -202,8 +188,8 @@ class Lease:
 
 
 class ConnectionStateStore:
-    """The state topic, followed into memory. Reads are plain dictionary look-ups on the event
-    loop; writes wait for the broker's acknowledgement (acks=all)."""
+    """The state topic, followed into memory (consumer/compacted_topic.py). Reads are plain
+    dictionary look-ups on the event loop; writes wait for the broker's acknowledgement."""
 
     def __init__(
         self,
@@ -223,13 +209,10 @@ class ConnectionStateStore:
         self._leases: dict[str, Lease] = {}
         self._decisions: dict[str, bool] = {}  # own claims read back: nonce -> won
         self._offsets: dict[str, int] = {}  # partition-0 offset each state came from
-        self._read_to: dict[int, int] = {}  # partition -> next offset to read
         self._unreadable: set[str] = set()
-        self._changed: asyncio.Condition | None = None
-        self._reader: KafkaConsumer | None = None
-        self._producer: KafkaProducer | None = None
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="state-reader")
-        self._follower: asyncio.Task[None] | None = None
+        self._topic = CompactedTopic(
+            kafka, topic, self.apply, client_id, role="state", settings=TOPIC_SETTINGS
+        )
 
     @classmethod
     async def open(cls, config: Config, client_id: str) -> ConnectionStateStore:
@@ -258,13 +241,7 @@ class ConnectionStateStore:
 
     async def wait(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
         """Wait until ``predicate`` holds; it is checked after each read of the topic."""
-        if predicate():
-            return True
-        assert self._changed is not None
-        with contextlib.suppress(TimeoutError):
-            async with self._changed:
-                await asyncio.wait_for(self._changed.wait_for(predicate), timeout_s)
-        return predicate()
+        return await self._topic.wait(predicate, timeout_s)
 
     # --- writing ------------------------------------------------------------------------------
     async def claim(self, key: str, base: int) -> bool:
@@ -272,7 +249,7 @@ class ConnectionStateStore:
         now = self._clock()
         lease = Lease(self.owner, uuid.uuid4().hex, base, now, now + LEASE_S)
         offset = await self._write(LEASE_PREFIX + key, lease.to_document())
-        if not await self.wait(lambda: self._read_to.get(0, 0) > offset, READ_BACK_S):
+        if not await self.wait(lambda: self._topic.read_to.get(0, 0) > offset, READ_BACK_S):
             raise RetryableError(
                 f"state topic {self.topic!r} not read back within {READ_BACK_S:.0f}s",
                 retry_reason="auth_endpoint",
@@ -284,19 +261,11 @@ class ConnectionStateStore:
         offset = await self._write(key, state.to_document())
         if self._offsets.get(key, -1) < offset:  # unless a later record was read already
             self._states[key], self._offsets[key] = state, offset
-            await self._notify()
+            await self._topic.notify()
 
     async def _write(self, key: str, document: dict[str, Any]) -> int:
-        producer = self._producer
-        assert producer is not None
-        value = self._cipher.encrypt(document)
-
-        def send() -> int:
-            sent = producer.send(self.topic, key=key.encode(), value=value, partition=0)
-            return int(sent.get(timeout=WRITE_TIMEOUT_S).offset)
-
         try:
-            return await asyncio.get_running_loop().run_in_executor(None, send)
+            return await self._topic.write(key, self._cipher.encrypt(document))
         except KafkaError as error:
             raise RetryableError(
                 f"connection state not saved to {self.topic!r}: {type(error).__name__}",
@@ -350,97 +319,14 @@ class ConnectionStateStore:
             self._decisions[claim.nonce] = won
 
     async def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
-        self._changed = asyncio.Condition()
-        await self._in_thread(ensure_topic, self.kafka, self.topic, 1, TOPIC_SETTINGS)
-        self._producer = await self._in_thread(make_producer, self.kafka, f"{self.client_id}-state")
-        ends = await self._in_thread(self._open_reader, timeout_s)
-        deadline = time.monotonic() + timeout_s
-        while any(self._read_to.get(p, 0) < end for p, end in ends.items()):
-            if time.monotonic() > deadline:
-                raise BrokerError(f"cannot read {self.topic!r} to its end within {timeout_s:.0f}s")
-            try:
-                await self._read_once()
-            except KafkaError as error:
-                log.warning(
-                    "reading connection state failed", extra={"fields": {"error": str(error)}}
-                )
-                await asyncio.sleep(1)
-        self._follower = asyncio.create_task(self._follow())
+        await self._topic.start(timeout_s)
         log.info(
             "connection state read",
             extra={"fields": {"topic": self.topic, "connections": len(self._states)}},
         )
 
-    def _open_reader(self, timeout_s: float) -> dict[int, int]:
-        """(Reader thread) Every partition from the beginning; the offsets to reach."""
-        try:
-            reader = KafkaConsumer(
-                **connection_settings(self.kafka),
-                client_id=f"{self.client_id}-state",
-                group_id=None,
-                enable_auto_commit=False,
-                fetch_max_wait_ms=100,
-            )
-        except KafkaError as exc:
-            raise BrokerError(f"cannot connect to {self.kafka.bootstrap_servers}: {exc}") from None
-        self._reader = reader
-        try:
-            wait_for_partitions(reader, self.topic, timeout_s)
-            partitions = [
-                TopicPartition(self.topic, p)
-                for p in sorted(reader.partitions_for_topic(self.topic) or ())
-            ]
-            reader.assign(partitions)
-            reader.seek_to_beginning(*partitions)
-            ends: dict[TopicPartition, int] = reader.end_offsets(partitions)
-        except KafkaError as exc:
-            raise BrokerError(f"cannot read {self.topic!r}: {exc}") from None
-        return {tp.partition: end for tp, end in ends.items()}
-
-    def _poll(self) -> tuple[list[Any], dict[int, int]]:
-        """(Reader thread) The records since the last call and the position reached."""
-        assert self._reader is not None
-        batches = self._reader.poll(timeout_ms=POLL_MS)
-        records = [r for _, rs in sorted(batches.items(), key=lambda b: b[0].partition) for r in rs]
-        positions = {tp.partition: self._reader.position(tp) for tp in self._reader.assignment()}
-        return records, positions
-
-    async def _read_once(self) -> None:
-        records, positions = await self._in_thread(self._poll)
-        for r in records:
-            self.apply(r.partition, r.offset, r.key, r.value)
-        self._read_to.update(positions)
-        await self._notify()
-
-    async def _follow(self) -> None:
-        while True:
-            try:
-                await self._read_once()
-            except Exception as error:  # KafkaError: the consumer reconnects by itself
-                log.warning(
-                    "reading connection state failed",
-                    extra={"fields": {"error": f"{type(error).__name__}: {error}"[:200]}},
-                )
-                await asyncio.sleep(1)
-
-    async def _notify(self) -> None:
-        assert self._changed is not None
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def _in_thread(self, func: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, func, *args)
-
     async def close(self) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
-        if self._reader is not None:
-            await self._in_thread(self._reader.close)
-        if self._producer is not None:
-            await self._in_thread(self._producer.close, 5)
-        self._thread.shutdown(wait=False)
+        await self._topic.close()
 
 
 # The store of this process: set by ``asset-sync run`` once the topic was read; None elsewhere

@@ -107,6 +107,9 @@ class Dispatcher:
                 return None
             client = VENDORS[vendor](settings, self.http)
             self._clients[key] = client
+            breaker = self.breakers[key]  # a pause holds what already waits in the pacer
+            breaker.on_pause.append(client.pacer.pause)
+            client.pacer.pause(breaker.paused)
             if client.batched:
                 self._batchers[key] = Batcher(
                     client, self.config.dispatch.batch_max, self.config.dispatch.batch_linger_s

@@ -2,6 +2,11 @@
 
 Fields passed with ``extra={"fields": {...}}`` are merged into the object. Nothing here knows
 a secret: callers log event ids, vendors, outcomes and short, redacted error texts.
+
+A line about one event (its fields have ``event_id``) also carries that event's ``asset_id``
+and ``source``, so that an operator can follow an asset, or a producer, through the logs. They
+are added here, from the event the current task works on (``about_event``), rather than by
+every caller: the pipeline, freshness and whatever logs during a delivery get them alike.
 """
 
 from __future__ import annotations
@@ -10,9 +15,49 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from contextvars import ContextVar, Token
+from typing import Any, Protocol
 
 LOGGER_NAME = "asset_sync"
+
+
+class AboutEvent(Protocol):
+    """What a log line says about an event besides its id (``consumer.events.Event``)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def asset_id(self) -> str: ...
+
+
+# The event the current task delivers. A context variable, so that each asyncio task (and
+# thread) sees its own; a task started during a delivery (a batch's request) inherits it, which
+# is why a line gets it only when the line names that same event id.
+_EVENT: ContextVar[AboutEvent | None] = ContextVar("asset_sync_log_event", default=None)
+
+
+def about_event(event: AboutEvent) -> Token[AboutEvent | None]:
+    """Lines this task logs about ``event`` from now on carry its asset id and source; give the
+    token back to ``reset_event`` when done with it (a plain set and reset, not a context
+    manager: this runs once per event, on the pipeline's hot path)."""
+    return _EVENT.set(event)
+
+
+def reset_event(token: Token[AboutEvent | None]) -> None:
+    _EVENT.reset(token)
+
+
+def _identity(event_id: object) -> tuple[str | None, str | None]:
+    """The asset id and source of ``event_id``: null when it is not the current event's (an
+    invalid event's, whose asset and source are not known for sure)."""
+    event = _EVENT.get()
+    if event is None or event.id != event_id:
+        return None, None
+    return event.asset_id, event.source
 
 
 class JsonFormatter(logging.Formatter):
@@ -26,7 +71,10 @@ class JsonFormatter(logging.Formatter):
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            entry.update(fields)
+            if "event_id" in fields:  # about one event: asset id and source beside its id
+                entry["event_id"] = fields["event_id"]
+                entry["asset_id"], entry["source"] = _identity(fields["event_id"])
+            entry.update(fields)  # a caller's own asset_id or source wins
         if record.exc_info and record.exc_info[0] is not None:
             entry["error_type"] = record.exc_info[0].__name__
         return json.dumps(entry, default=str)

@@ -7,7 +7,13 @@ partition. Never an asset id, an event id or an error text.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, Info
+import weakref
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from consumer import __version__
 
@@ -60,6 +66,11 @@ CONNECTION_STATE = Gauge(
     "Circuit breaker of each configured connection: 0 closed, 1 half-open, 2 open.",
     ["vendor", "connection"],
 )
+CONNECTION_PAUSED = Gauge(
+    "asset_sync_connection_paused",
+    "1 while the connection is paused by asset-sync ctl pause (its events wait), else 0.",
+    ["vendor", "connection"],
+)
 CONNECTION_TRANSITIONS = Counter(
     "asset_sync_connection_transitions_total",
     "Circuit breaker state changes, by the state entered (closed, half_open, open).",
@@ -76,6 +87,73 @@ INFLIGHT = Gauge(
     "Events being delivered now, per configured connection.",
     ["vendor", "connection"],
 )
+
+
+class Backlog(Protocol):
+    def backlog(self) -> Iterable[tuple[str, str, int, float]]:
+        """(vendor, connection, events waiting, age in seconds of the oldest) per configured
+        connection, 0 and 0 for one where nothing waits."""
+        ...
+
+
+class ConnectionBacklog(Collector):
+    """``asset_sync_connection_waiting_events`` and
+    ``asset_sync_connection_oldest_waiting_seconds``, read from the pipeline at scrape time.
+
+    Waiting is every event accepted from Kafka and not yet finished (delivered or
+    dead-lettered): queued behind its asset, the connection's lane, breaker or pacer, or on the
+    wire. Read at scrape time because an age keeps growing while nothing happens; a gauge set
+    per event would show a stuck connection's age frozen. /metrics is served on the service's
+    loop, the pipeline's own thread, so nothing changes under the read. Every configured
+    connection has both series from the start, at 0 when nothing waits: a series that came and
+    went would look like missing data, not like a healthy connection.
+    """
+
+    WAITING = "asset_sync_connection_waiting_events"
+    OLDEST = "asset_sync_connection_oldest_waiting_seconds"
+
+    def __init__(self) -> None:
+        self._source: weakref.ref[Backlog] | None = None
+
+    def watch(self, source: Backlog) -> None:
+        """Report ``source`` from now on (the newest pipeline; held weakly, so a finished
+        one is let go)."""
+        self._source = weakref.ref(source)
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        labels = ["vendor", "connection"]
+        return (
+            GaugeMetricFamily(
+                self.WAITING,
+                "Events accepted and not finished (queued or being delivered), per configured "
+                "connection.",
+                labels=labels,
+            ),
+            GaugeMetricFamily(
+                self.OLDEST,
+                "Seconds the oldest unfinished event of each configured connection has waited "
+                "since it was accepted; 0 when none waits.",
+                labels=labels,
+            ),
+        )
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        waiting, oldest = self._families()
+        source = None if self._source is None else self._source()
+        if source is not None:
+            for vendor, connection, count, age in source.backlog():
+                waiting.add_metric([vendor, connection], count)
+                oldest.add_metric([vendor, connection], round(age, 3))
+        yield waiting
+        yield oldest
+
+
+CONNECTION_BACKLOG = ConnectionBacklog()
+REGISTRY.register(CONNECTION_BACKLOG)
+
 CONSUMER_LAG = Gauge(
     "asset_sync_consumer_lag",
     "Records between the committed offset and the end of the partition.",

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +33,7 @@ from consumer.dispatcher import Dispatcher
 from consumer.events import Event, Rejection
 from consumer.freshness import Freshness
 from consumer.kafka_clients import PublishFailed
-from consumer.logs import get_logger
+from consumer.logs import about_event, get_logger, reset_event
 from consumer.offsets import OffsetTracker
 from consumer.outcome import Outcome
 from consumer.reasons import Reason
@@ -64,6 +64,14 @@ class Work:
     event: Event
     tp: TopicPartition
     dropped: bool = False
+    waiting: Waiting | None = None  # its connection's, while it is unfinished here
+
+
+# One configured connection's unfinished events (queued or in flight), each with when it was
+# accepted, oldest first: a dict keeps insertion order and forgets any entry in O(1), so the
+# count and the oldest age are read at scrape time from its size and first entry, without
+# walking the events (consumer/metrics.py).
+Waiting = dict[Work, float]
 
 
 class Pipeline:
@@ -99,6 +107,8 @@ class Pipeline:
             for v, named in config.connections.items()
             for name in named
         }
+        self._waiting: dict[tuple[str, str], Waiting] = {key: {} for key in self._gauges}
+        metrics.CONNECTION_BACKLOG.watch(self)
         self._queues: dict[Asset, deque[Work]] = {}
         self._drains: dict[Asset, asyncio.Task[None]] = {}  # asset -> worker
         self._closing = False
@@ -128,6 +138,10 @@ class Pipeline:
             return
         work = Work(record, parsed, tp)
         key = parsed.asset_key
+        waiting = self._waiting.get(key[:2])
+        if waiting is not None:  # a configured connection: counted until finished
+            work.waiting = waiting
+            waiting[work] = time.monotonic()
         queue = self._queues.get(key)
         if queue is not None:
             queue.append(work)
@@ -143,6 +157,7 @@ class Pipeline:
             for work in queue:
                 if work.tp in partitions:
                     work.dropped = True
+                    self._unwait(work)  # the new owner counts it
             worker = self._drains.get(key)
             if worker is not None and queue and queue[0].dropped:  # being delivered: cancel
                 worker.cancel()
@@ -161,6 +176,7 @@ class Pipeline:
                     in_flight.append((key, work))
                 else:
                     work.dropped = True
+                    self._unwait(work)
         deadline = time.monotonic() + grace_s
         while in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -180,9 +196,24 @@ class Pipeline:
         for queue in self._queues.values():
             for work in queue:
                 work.dropped = True
+        for waiting in self._waiting.values():
+            waiting.clear()  # nothing waits here any more: the next owner has it
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def backlog(self) -> Iterator[tuple[str, str, int, float]]:
+        """Each configured connection's unfinished events: (vendor, connection, how many,
+        seconds the oldest has waited since it was accepted). 0 and 0 when none waits."""
+        now = time.monotonic()
+        for (vendor, connection), waiting in self._waiting.items():
+            oldest = next(iter(waiting.values()), now)
+            yield vendor, connection, len(waiting), now - oldest
+
+    @staticmethod
+    def _unwait(work: Work) -> None:
+        if work.waiting is not None:
+            work.waiting.pop(work, None)
 
     # --- work -------------------------------------------------------------------------------
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -252,18 +283,26 @@ class Pipeline:
                             raise  # cancelled by someone else as well
                         if not work.dropped:
                             continue  # the cancel was meant for work that finished: again
-                queue.popleft()
+                self._unwait(queue.popleft())
         finally:
+            for work in queue:  # cancelled by someone else: none of it is waiting any more
+                self._unwait(work)
             del self._queues[key]
             self._drains.pop(key, None)
 
     async def _deliver(self, work: Work, lane: Lane) -> None:
         """Deliver one record; a bug of ours ends in a dead-letter record, never in an
-        offset that waits forever (the worker would otherwise drop its whole queue)."""
+        offset that waits forever (the worker would otherwise drop its whole queue). Lines
+        logged meanwhile about the event carry its asset id and source (consumer/logs.py)."""
+        token = about_event(work.event)
         try:
             await self._deliver_or_raise(work, lane)
         except Exception as error:  # CancelledError (a drop, a shutdown) is not one
-            log.error("delivery failed unexpectedly", exc_info=error)
+            log.error(
+                "delivery failed unexpectedly",
+                exc_info=error,
+                extra={"fields": {"event_id": work.event.id, "vendor": work.event.vendor}},
+            )
             await self._dead_letter(
                 work.record,
                 work.tp,
@@ -272,6 +311,8 @@ class Pipeline:
                 vendor=work.event.vendor,
                 event_id=work.event.id,
             )
+        finally:
+            reset_event(token)
 
     async def _deliver_or_raise(self, work: Work, lane: Lane) -> None:
         event = work.event

@@ -28,6 +28,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from consumer import connection_state, metrics
 from consumer.config import Config
 from consumer.connection_state import ConnectionStateStore
+from consumer.control import Control
 from consumer.dead_letter import DeadLetterWriter, SourceRecord
 from consumer.dispatcher import Dispatcher
 from consumer.events import parse_record
@@ -100,6 +101,7 @@ class Service:
         self._consumer: KafkaConsumer | None = None
         self._pipeline: Pipeline | None = None
         self._freshness: Freshness | None = None
+        self._control: Control | None = None
         self._last_commit = 0.0
         self._last_lag = 0.0
 
@@ -149,6 +151,8 @@ class Service:
         if connection_state.needing_state(self.config):  # read to its end before consuming
             self._state = await ConnectionStateStore.open(self.config, self.client_id)
             connection_state.use(self._state)
+        # the pauses of ``asset-sync ctl`` are known before the first record is consumed
+        self._control = await Control.open(self.config, self.client_id)
         consumer = await self._in_kafka(make_consumer, kafka, self.client_id)
         await self._in_kafka(
             wait_for_partitions, consumer, kafka.topic, max(1.0, deadline - time.monotonic())
@@ -164,6 +168,7 @@ class Service:
             self.tracker,
         )
         self._pipeline.freshness = self._freshness
+        self._control.attach(self._dispatcher.breakers, self._pipeline)
         log.info("consuming", extra={"fields": {"topic": kafka.topic, "group": kafka.group_id}})
 
     # --- the poll loop ------------------------------------------------------------------------
@@ -379,6 +384,8 @@ class Service:
             await self._in_kafka(self._close_consumer)
         if getattr(self, "_producer", None) is not None:
             await self._in_kafka(self._producer.close, 10)
+        if self._control is not None:  # its report removed: this replica is gone
+            await self._control.close()
         if getattr(self, "_state", None) is not None:
             connection_state.use(None)
             await self._state.close()

@@ -92,6 +92,7 @@ class Pacer:
         now = clock()
         self._refilled = now
         self._gate_open = False  # closed until the first answer, and again after a 429
+        self.paused = False  # an operator's pause (consumer/control.py): nothing goes
         self._probe_out = False
         self._in_flight = 0
         self._queue: deque[asyncio.Future[None]] = deque()
@@ -157,7 +158,7 @@ class Pacer:
                 if go is not None:
                     return go
                 delay = self._delay(now)
-                if delay is None:  # the probe is out: wait for its answer
+                if delay is None:  # the probe is out, or paused: wait for a change
                     await self._change().wait()
                 else:  # then look again: a 429 may have come meanwhile
                     await asyncio.sleep(delay)
@@ -166,7 +167,7 @@ class Pacer:
 
     def _take(self, now: float) -> bool | None:
         """Let one request go now (returns whether it is the probe), or None."""
-        if now < self.blocked_until:
+        if self.paused or now < self.blocked_until:
             return None
         probe = not self._gate_open
         if probe and self._probe_out:
@@ -183,6 +184,8 @@ class Pacer:
         return probe
 
     def _delay(self, now: float) -> float | None:
+        if self.paused:
+            return None  # until resumed
         if now < self.blocked_until:
             return self.blocked_until - now
         if not self._gate_open and self._probe_out:
@@ -199,6 +202,13 @@ class Pacer:
         else:  # cancelled while queued
             with contextlib.suppress(ValueError):
                 self._queue.remove(turn)
+
+    def pause(self, paused: bool) -> None:
+        """An operator paused (resumed) the connection: requests queued here wait too, in
+        their order, instead of going because they passed the breaker before the pause."""
+        self.paused = paused
+        if not paused:
+            self._notify()
 
     def _change(self) -> asyncio.Event:
         if self._changed is None:

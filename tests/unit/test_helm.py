@@ -281,6 +281,7 @@ SECTIONS = {
     "dispatch": service_config.DispatchConfig,
     "ingest": service_config.IngestConfig,
     "freshness": service_config.FreshnessConfig,
+    "control": service_config.ControlConfig,
 }
 
 
