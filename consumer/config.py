@@ -175,6 +175,14 @@ class FreshnessConfig:
 
 
 @dataclass(frozen=True)
+class TracingConfig:
+    """OpenTelemetry spans (consumer/tracing.py), off by default; ``OTEL_TRACES_EXPORTER``
+    switches them on as well, and the other ``OTEL_*`` variables tune them."""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
 class Connection:
     """One named set of credentials and a base URL for one vendor."""
 
@@ -211,6 +219,7 @@ class Config:
     freshness: FreshnessConfig = field(default_factory=FreshnessConfig)
     state: StateConfig = field(default_factory=StateConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
     connections: Mapping[str, Mapping[str, Connection]] = field(default_factory=dict)
     log_level: str = "INFO"
 
@@ -252,6 +261,7 @@ def parse_config(raw: dict[str, Any], environ: Mapping[str, str]) -> Config:
         "freshness",
         "state",
         "control",
+        "tracing",
         "connections",
         "log_level",
     }
@@ -271,6 +281,7 @@ def parse_config(raw: dict[str, Any], environ: Mapping[str, str]) -> Config:
         freshness=_section(FreshnessConfig, tree, "freshness"),
         state=_section(StateConfig, tree, "state"),
         control=_section(ControlConfig, tree, "control"),
+        tracing=_section(TracingConfig, tree, "tracing"),
         connections=_connections(tree.get("connections") or {}),
         log_level=log_level,
     )

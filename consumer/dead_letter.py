@@ -46,9 +46,15 @@ def dead_letter_headers(
     vendor: str | None = None,
     status: int | None = None,
     attempts: int | None = None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
     now: datetime | None = None,
 ) -> list[tuple[str, bytes]]:
-    """The original headers (earlier ``dlq.*`` ones removed) followed by this decision's."""
+    """The original headers (earlier ``dlq.*`` ones removed) followed by this decision's.
+
+    The event's trace context (CloudEvents distributed-tracing extension) is also given as
+    W3C ``traceparent``/``tracestate`` headers, the names Kafka tracing tools read, unless
+    the record has them already: a structured event holds it only inside its value."""
     extra: dict[str, Any] = {
         "dlq.reason": str(reason),
         "dlq.error": _one_line(error),
@@ -64,6 +70,11 @@ def dead_letter_headers(
         .replace("+00:00", "Z"),
     }
     kept = [(k, v) for k, v in record.headers if not k.startswith(PREFIX)]
+    names = {k.lower() for k, _ in kept}
+    if traceparent is not None and "traceparent" not in names:
+        kept.append(("traceparent", traceparent.encode("utf-8")))
+        if tracestate and "tracestate" not in names:
+            kept.append(("tracestate", tracestate.encode("utf-8")))
     return kept + [(k, str(v).encode("utf-8")) for k, v in extra.items() if v is not None]
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from consumer import metrics
 from consumer.batching import Batcher
@@ -29,6 +30,7 @@ from consumer.logs import get_logger
 from consumer.outcome import Outcome
 from consumer.reasons import Reason
 from consumer.retry import RetryPolicy
+from consumer.tracing import Tracing, from_config
 from consumer.vendors import VENDORS, VendorClient
 from consumer.vendors.base import Result
 
@@ -73,9 +75,13 @@ class Dispatcher:
         *,
         http: HttpClient | None = None,
         rand: Callable[[], float] = random.random,
+        tracing: Tracing | None = None,
     ) -> None:
+        """``tracing``: spans into this provider (tests); by default, per the configuration
+        and the ``OTEL_*`` variables (consumer/tracing.py), None when off."""
         self.config = config
         self.http = http or HttpClient(config.dispatch)
+        self.tracing = tracing if tracing is not None else from_config(config)
         self.rand = rand
         self.policy = RetryPolicy(config.retry, rand, on_retry=_count_retry)
         self._clients: dict[tuple[str, str], VendorClient] = {}
@@ -106,6 +112,7 @@ class Dispatcher:
             if settings is None:
                 return None
             client = VENDORS[vendor](settings, self.http)
+            client.tracing = self.tracing
             self._clients[key] = client
             breaker = self.breakers[key]  # a pause holds what already waits in the pacer
             breaker.on_pause.append(client.pacer.pause)
@@ -116,7 +123,18 @@ class Dispatcher:
                 )
         return self._clients[key]
 
-    async def deliver(self, event: Event) -> Outcome:
+    def deliver(self, event: Event) -> Coroutine[Any, Any, Outcome]:
+        """Deliver the event (awaitable); in its ``deliver`` span when tracing is on."""
+        tracing = self.tracing
+        return self._deliver(event) if tracing is None else self._deliver_traced(event, tracing)
+
+    async def _deliver_traced(self, event: Event, tracing: Tracing) -> Outcome:
+        with tracing.deliver(event) as span:
+            outcome = await self._deliver(event)
+            tracing.delivered(span, outcome)
+            return outcome
+
+    async def _deliver(self, event: Event) -> Outcome:
         started = time.monotonic()
         client = self.client(event.vendor, event.connection)
         if client is None:
@@ -186,6 +204,8 @@ class Dispatcher:
 
     async def close(self) -> None:
         await self.http.close()
+        if self.tracing is not None:
+            self.tracing.flush()
 
 
 __all__ = ["Dispatcher", "RetryableError"]

@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -26,6 +28,23 @@ MAX_ERROR_MESSAGE = 300
 MAX_ERRORS = 20
 
 Headers = Sequence[tuple[str, bytes | None]]
+
+# CloudEvents distributed-tracing extension: W3C trace context. A version-00 traceparent is
+# exactly 55 characters; a later version may append fields (W3C: read the first four). The
+# ids may not be all zeros and version ff is invalid. tracestate travels as printable ASCII.
+_TRACEPARENT = re.compile(
+    r"(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}(-[ -~]*)?"
+)
+_TRACESTATE = re.compile(r"[ -~]{0,512}")
+_TRACE_HEADERS = frozenset({"ce_traceparent", "ce_tracestate"})
+# Whether parse_record times itself (Event.parsed): only while tracing is on, so that an
+# event costs no clock reading otherwise (consumer/tracing.py switches it on).
+_timed = False
+
+
+def time_parsing(on: bool = True) -> None:
+    global _timed  # noqa: PLW0603 - one switch for the whole process, as tracing is
+    _timed = on
 
 
 class ErrorKind(StrEnum):
@@ -67,6 +86,8 @@ class Rejection:
     errors: tuple[FieldError, ...]
     event_id: str | None = None
     vendor: str | None = None
+    traceparent: str | None = None  # kept in the dead-letter record's headers
+    tracestate: str | None = None
 
     @property
     def reason(self) -> Reason:
@@ -95,6 +116,13 @@ class Event:
     # structured event is kept as its decimal string. With ``time``, it orders an asset's
     # updates (consumer/freshness.py).
     sequence: str | None = None
+    # CloudEvents distributed-tracing extension (``ce_traceparent`` in binary mode), passed on
+    # to the vendor as W3C trace-context headers; a malformed one is ignored (None).
+    traceparent: str | None = None
+    tracestate: str | None = None
+    # When parse_record began and ended (time.time_ns()): the span ``validate`` when tracing
+    # is on (consumer/tracing.py); None when it is off, or validated some other way.
+    parsed: tuple[int, int] | None = field(default=None, compare=False, repr=False)
 
     @property
     def asset_id(self) -> str:
@@ -144,6 +172,8 @@ def _binary_envelope(headers: dict[str, bytes | None]) -> dict[str, Any] | Rejec
         )
         if attr is None:
             continue
+        if name in _TRACE_HEADERS and not _is_text(raw):
+            continue  # a malformed trace context is ignored, never a reason to refuse
         if not isinstance(raw, bytes):
             return _reject(ErrorKind.INVALID_HEADER, f"/{attr}", f"header {name} has no value")
         try:
@@ -153,10 +183,32 @@ def _binary_envelope(headers: dict[str, bytes | None]) -> dict[str, Any] | Rejec
     return envelope
 
 
+def _is_text(raw: bytes | None) -> bool:
+    try:
+        return raw is not None and bool(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return False
+
+
+def trace_context(document: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The event's ``traceparent`` and ``tracestate``, or None for what is absent or
+    malformed: W3C drops a tracestate whose traceparent is invalid."""
+    parent = document.get("traceparent")
+    if not isinstance(parent, str) or _TRACEPARENT.fullmatch(parent) is None:
+        return None, None
+    if parent.startswith("00") and len(parent) != 55:
+        return None, None
+    state = document.get("tracestate")
+    if not isinstance(state, str) or not state or _TRACESTATE.fullmatch(state) is None:
+        state = None
+    return parent, state
+
+
 def parse_record(
     value: bytes | None, headers: Headers | None = None, schemas: SchemaSet | None = None
 ) -> Event | Rejection:
     """Turn a record's value and headers into an ``Event`` or a ``Rejection``."""
+    started = time.time_ns() if _timed else 0
     schemas = schemas or default_schemas()
     header_map = _header_map(headers)
     if value is None:
@@ -182,7 +234,11 @@ def parse_record(
                 f"header: neither structured nor binary CloudEvents mode",
             )
         document = body
-    return validate_document(document, schemas)
+    result = validate_document(document, schemas)
+    if _timed and isinstance(result, Event):
+        # frozen: set in place, as replace() would cost a copy on every event
+        object.__setattr__(result, "parsed", (started, time.time_ns()))
+    return result
 
 
 def validate_document(document: Any, schemas: SchemaSet | None = None) -> Event | Rejection:
@@ -192,10 +248,13 @@ def validate_document(document: Any, schemas: SchemaSet | None = None) -> Event 
     result = decoded if isinstance(decoded, Rejection) else _validate(decoded, schemas)
     if isinstance(result, Rejection) and isinstance(document, dict):
         event_id, vendor = document.get("id"), document.get("vendor")
+        traceparent, tracestate = trace_context(document)
         return replace(
             result,
             event_id=event_id if isinstance(event_id, str) else None,
             vendor=vendor if vendor in schemas.vendors else None,
+            traceparent=traceparent,
+            tracestate=tracestate,
         )
     return result
 
@@ -250,6 +309,7 @@ def _validate(document: Any, schemas: SchemaSet) -> Event | Rejection:
         return _reject(ErrorKind.SCHEMA, "", f"cannot be validated: {_clip(str(exc))}")
     if not valid:
         return Rejection(ErrorKind.SCHEMA, _field_errors(document, schemas))
+    traceparent, tracestate = trace_context(document) if "traceparent" in document else (None, None)
     return Event(
         id=document["id"],
         source=document["source"],
@@ -258,6 +318,8 @@ def _validate(document: Any, schemas: SchemaSet) -> Event | Rejection:
         data=document["data"],
         time=document.get("time"),
         sequence=None if (sequence := document.get("sequence")) is None else str(sequence),
+        traceparent=traceparent,
+        tracestate=tracestate,
     )
 
 

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafka.structs import TopicPartition
 from prometheus_client import Gauge
@@ -38,7 +38,11 @@ from consumer.offsets import OffsetTracker
 from consumer.outcome import Outcome
 from consumer.reasons import Reason
 from consumer.recent import RecentIds
+from consumer.tracing import finish
 from consumer.vendors import VENDORS
+
+if TYPE_CHECKING:
+    from consumer.tracing import Span, Tracing
 
 log = get_logger("pipeline")
 DEAD_LETTER_RETRY_S = (0.5, 1, 2, 5, 10, 30)
@@ -65,6 +69,7 @@ class Work:
     tp: TopicPartition
     dropped: bool = False
     waiting: Waiting | None = None  # its connection's, while it is unfinished here
+    span: Span | None = None  # its ``consume`` span, when tracing is on (consumer/tracing.py)
 
 
 # One configured connection's unfinished events (queued or in flight), each with when it was
@@ -133,6 +138,7 @@ class Pipeline:
                     parsed.message(),
                     vendor=parsed.vendor,
                     event_id=parsed.event_id,
+                    trace=(parsed.traceparent, parsed.tracestate),
                 )
             )
             return
@@ -271,12 +277,17 @@ class Pipeline:
         """Deliver one asset's queue in order. ``drop`` cancels the worker to stop the work
         being delivered; that cancellation is absorbed here, and the queue goes on."""
         queue = self._queues[key]
+        tracing = self.dispatcher.tracing  # None when off: then no span, no extra step
         try:
             while queue:
                 work = queue[0]
                 if not work.dropped:
                     try:
-                        await self._deliver(work, lane)
+                        await (
+                            self._deliver(work, lane)
+                            if tracing is None
+                            else self._deliver_traced(work, lane, tracing)
+                        )
                     except asyncio.CancelledError:
                         task = asyncio.current_task()
                         if task is not None and task.uncancel() > 0:
@@ -310,9 +321,21 @@ class Pipeline:
                 self.dispatcher.redact(f"{type(error).__name__}: {error}"),
                 vendor=work.event.vendor,
                 event_id=work.event.id,
+                trace=(work.event.traceparent, work.event.tracestate),
+                span=work.span,
             )
         finally:
             reset_event(token)
+
+    async def _deliver_traced(self, work: Work, lane: Lane, tracing: Tracing) -> None:
+        """``_deliver`` in the event's ``consume`` span (consumer/tracing.py)."""
+        record = work.record
+        with tracing.consume(work.event, record.topic, record.partition, record.offset) as span:
+            work.span = span
+            try:
+                await self._deliver(work, lane)
+            finally:
+                work.span = None
 
     async def _deliver_or_raise(self, work: Work, lane: Lane) -> None:
         event = work.event
@@ -364,6 +387,8 @@ class Pipeline:
                 outcome=outcome,
                 vendor=event.vendor,
                 event_id=event.id,
+                trace=(event.traceparent, event.tracestate),
+                span=work.span,
             )
 
     async def _dead_letter(
@@ -376,8 +401,13 @@ class Pipeline:
         outcome: Outcome | None = None,
         vendor: str | None = None,
         event_id: str | None = None,
+        trace: tuple[str | None, str | None] = (None, None),
+        span: Span | None = None,
     ) -> None:
-        """Write the dead-letter record, retrying until the broker acknowledges it."""
+        """Write the dead-letter record, retrying until the broker acknowledges it; it
+        carries the event's trace context (``trace``: traceparent, tracestate) as headers."""
+        if span is not None:
+            finish(span, "dead_lettered", outcome.attempts if outcome else 0, str(reason))
         for attempt in range(10**9):
             try:
                 await self.dead_letters.write(
@@ -387,6 +417,8 @@ class Pipeline:
                     vendor=vendor,
                     status=outcome.status if outcome else None,
                     attempts=outcome.attempts if outcome else None,
+                    traceparent=trace[0],
+                    tracestate=trace[1],
                 )
                 break
             except PublishFailed as failure:
@@ -412,6 +444,8 @@ class Pipeline:
         self.tracker.finish(tp, record.offset)
 
     def _log(self, message: str, work: Work, outcome: str, attempts: int) -> None:
+        if work.span is not None:
+            finish(work.span, outcome, attempts)
         if not log.isEnabledFor(logging.INFO):  # one line per event: skip building it
             return
         log.info(

@@ -24,6 +24,7 @@ from consumer.errors import (
 from consumer.events import Event
 from consumer.http import HttpClient, HttpRequest, HttpResponse
 from consumer.retry import parse_retry_after
+from consumer.tracing import Tracing, propagate
 from consumer.vendors.auth import TokenSource
 from consumer.vendors.pacing import Pacer
 
@@ -72,6 +73,7 @@ class VendorClient(ABC):
 
     name: ClassVar[str]
     batched: ClassVar[bool] = False
+    tracing: Tracing | None = None  # set by the dispatcher when tracing is on
     rate_window_s: ClassVar[float] = 60.0  # the window X-RateLimit-Limit counts over
     # The connection keys this vendor reads, and their kind (str, int, float, bool or
     # secret): anything else in a connection is a mistake, refused at start with its key.
@@ -171,7 +173,12 @@ class VendorClient(ABC):
         sent = self.pacer.clock()
         called_off = False
         try:
-            response = await self.http.send(self.build(events, token))
+            request = self.build(events, token)
+            tracing = self.tracing
+            if tracing is None:  # the producer's trace context, passed on unchanged
+                response = await self.http.send(propagate(request, events[0]))
+            else:  # the context of this request's span (a batch: of its first event)
+                response = await tracing.send(self.http, request, events, self.connection.name)
         except RetryableError as error:
             self._count(error.retry_reason)
             raise

@@ -11,7 +11,7 @@ import json
 import subprocess
 import tarfile
 import typing
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from types import UnionType
 from typing import Any
@@ -273,15 +273,12 @@ def _json_type(hint: Any) -> str | list[str]:
     return "string" if hint is service_config.Secret else names[hint]
 
 
+# Every section of the service's configuration (a dataclass field of Config): a section
+# added there and not to the chart's schema fails here.
 SECTIONS = {
-    "kafka": service_config.KafkaConfig,
-    "retry": service_config.RetryConfig,
-    "breaker": service_config.BreakerConfig,
-    "metrics": service_config.MetricsConfig,
-    "dispatch": service_config.DispatchConfig,
-    "ingest": service_config.IngestConfig,
-    "freshness": service_config.FreshnessConfig,
-    "control": service_config.ControlConfig,
+    f.name: hint
+    for f in fields(service_config.Config)
+    if is_dataclass(hint := typing.get_type_hints(service_config.Config)[f.name])
 }
 
 
