@@ -9,14 +9,16 @@ service noticed and rejoined). Several restarts in a row make it very likely to 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer
 
 from tests.fakes import FakeVendors
 from tests.integration.conftest import StartService
+from tests.integration.test_service import committed
 from tests.samples import event_for
-from tests.service_helpers import wait_until
+from tests.service_helpers import ServiceProcess, wait_until
 
 ROUNDS = 4
 
@@ -48,3 +50,35 @@ def test_every_restart_restores_and_delivers(
     producer.close()
     notes = [r.body["notes"] for r in vendors.trelica.succeeded()]
     assert notes == [f"new {n}" for n in range(ROUNDS)]  # every stale one taken out
+
+
+def committed_offset(kafka_bootstrap: str, service: ServiceProcess) -> int:
+    kafka = service.config["kafka"]
+    return committed(kafka_bootstrap, kafka["group_id"], kafka["topic"], 1)[0]
+
+
+def test_a_crash_between_the_vendors_answer_and_the_changelog_write_delivers_again(
+    kafka_bootstrap: str, source_topic: str, vendors: FakeVendors, start_service: StartService
+) -> None:
+    """At-least-once holds across the changelog: an update the vendor accepted but that was
+    not yet written to the changelog keeps its offset uncommitted, so after a crash the next
+    process delivers it again (never loses it)."""
+    first = start_service(name="first")
+    # The changelog cannot be written from now on: its topic is gone
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.delete_topics([f"{source_topic}.freshness"])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer.send(source_topic, json.dumps(update("accepted", 1)).encode(), partition=0)
+    producer.flush(30)
+    producer.close()
+    wait_until(lambda: len(vendors.trelica.succeeded()) == 1, message="the vendor accepted it")
+    time.sleep(3)  # three commit intervals: the offset stays uncommitted
+    assert committed_offset(kafka_bootstrap, first) == 0
+    first.kill()  # SIGKILL: nothing more is written or committed
+    start_service(name="second")  # creates the changelog again, reads the record again
+    wait_until(
+        lambda: len(vendors.trelica.succeeded()) == 2, timeout_s=60, message="delivered again"
+    )
+    assert [r.body for r in vendors.trelica.succeeded()] == [{"notes": "accepted"}] * 2
+    wait_until(lambda: committed_offset(kafka_bootstrap, first) == 1, message="then committed")
