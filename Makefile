@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 
 ## setup: a virtualenv with the package and its dev tools, and Kafka's jars from Maven Central
 setup: $(STAMP)
-	$(BIN)/python -m consumer.local_kafka fetch >/dev/null
+	$(BIN)/python -m consumer.local.local_kafka fetch >/dev/null
 
 ## demo: the whole system on one machine (broker, vendor simulator, service, sample events)
 demo: setup
@@ -52,10 +52,10 @@ unit: $(STAMP)
 
 ## broker: start a local broker in .local/kafka and print its address; broker-stop stops it
 broker: setup
-	$(BIN)/python -m consumer.local_kafka start .local/kafka
+	$(BIN)/python -m consumer.local.local_kafka start .local/kafka
 
 broker-stop:
-	$(BIN)/python -m consumer.local_kafka stop .local/kafka
+	$(BIN)/python -m consumer.local.local_kafka stop .local/kafka
 
 bench: setup
 	$(BIN)/python -m bench

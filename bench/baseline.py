@@ -17,8 +17,8 @@ import requests
 from kafka import KafkaConsumer
 
 from consumer.config import load_config
+from consumer.delivery.http import HttpClient
 from consumer.events import Event
-from consumer.http import HttpClient
 from consumer.schemas import default_schemas
 from consumer.vendors import VENDORS
 

@@ -1,4 +1,4 @@
-"""Scenario 10: what per-field last-writer-wins (consumer/freshness.py) costs.
+"""Scenario 10: what per-field last-writer-wins (consumer/state/freshness.py) costs.
 
 Three targets: scenario 1 with an order key on every event loses at most 15% of its rate to
 freshness; a partition holding 100,000 assets is restored from the changelog in under 10 s;
@@ -19,7 +19,7 @@ from kafka.admin import NewTopic
 
 from bench.harness import Bench, Service, Simulator, wait_delivered
 from bench.scenarios import VENDORS, Row, drain, stop
-from consumer.samples import event
+from consumer.local.samples import event
 
 SNAPSHOT = {"notes": "s0001000", "status": "s0001000", "customFields.cost": "s0001000"}
 

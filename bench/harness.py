@@ -20,8 +20,8 @@ import yaml
 from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.kafka_clients import create_topic
-from consumer.local_kafka import LocalKafka, free_port
+from consumer.broker.kafka_clients import create_topic
+from consumer.local.local_kafka import LocalKafka, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.harness import Bench, Service, Simulator, run_baseline, wait_delivered
-from consumer.demo import quantile
 from consumer.events import parse_record
-from consumer.samples import event
+from consumer.local.demo import quantile
+from consumer.local.samples import event
 from consumer.schemas import default_schemas
 
 VENDORS = ["lexful", "webflow", "autodesk", "trelica", "enos"]

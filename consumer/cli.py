@@ -22,14 +22,14 @@ EXIT_USAGE = 2
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from consumer.validate_files import validate_files
+    from consumer.commands.validate_files import validate_files
 
     return validate_files(args.files, sys.stdout)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    from consumer.commands.dispatch_files import dispatch_files
     from consumer.config import load_config
-    from consumer.dispatch_files import dispatch_files
 
     return dispatch_files(load_config(args.config), args.files, sys.stdout)
 
@@ -50,7 +50,7 @@ def _serve(args: argparse.Namespace, server: Callable[[Config], Any]) -> int:
     import asyncio
 
     from consumer.config import load_config
-    from consumer.logs import setup_logging
+    from consumer.telemetry.logs import setup_logging
 
     config = load_config(args.config)
     setup_logging(config.log_level)
@@ -60,13 +60,13 @@ def _serve(args: argparse.Namespace, server: Callable[[Config], Any]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from consumer.service import Service
+    from consumer.commands.service import Service
 
     return _serve(args, Service)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from consumer.demo import run_demo
+    from consumer.local.demo import run_demo
 
     return run_demo(
         args.workdir,
@@ -79,8 +79,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from consumer.commands.replay import make_filter, replay
     from consumer.config import load_config
-    from consumer.replay import make_filter, replay
 
     flt = make_filter(
         reason=args.reason,
@@ -94,21 +94,21 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    from consumer.commands.publish import publish_files
     from consumer.config import load_config
-    from consumer.publish import publish_files
 
     return publish_files(load_config(args.config), args.files, sys.stdout)
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from consumer.ingest import Ingest
+    from consumer.commands.ingest import Ingest
 
     return _serve(args, Ingest)
 
 
 def _ctl(args: argparse.Namespace) -> int:
-    from consumer import control
     from consumer.config import load_config
+    from consumer.state import control
 
     config = load_config(args.config)
     if args.action == "status":

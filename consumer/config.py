@@ -95,8 +95,8 @@ class MetricsConfig:
 
 @dataclass(frozen=True)
 class BreakerConfig:
-    """Each connection's circuit breaker (consumer/breaker.py): when to stop calling a vendor
-    that fails, and how often to try it again."""
+    """Each connection's circuit breaker (consumer/delivery/breaker.py): when to stop calling
+    a vendor that fails, and how often to try it again."""
 
     failure_threshold: int = 10  # failures in a row (5xx, timeouts, connection errors); 0: off
     open_s: float = 1.0  # the first wait before a probe; doubles after each failed probe
@@ -148,7 +148,7 @@ class IngestConfig:
 
 @dataclass(frozen=True)
 class StateConfig:
-    """Connection state that must outlive a process (consumer/connection_state.py): Autodesk's
+    """Connection state that must outlive a process (consumer/state/connection_state.py): Autodesk's
     rotating refresh token, encrypted on a compacted topic shared by the replicas."""
 
     topic: str | None = None  # None: <kafka.topic>.state
@@ -157,7 +157,7 @@ class StateConfig:
 
 @dataclass(frozen=True)
 class ControlConfig:
-    """Runtime control (consumer/control.py): ``asset-sync ctl`` pauses and resumes a
+    """Runtime control (consumer/state/control.py): ``asset-sync ctl`` pauses and resumes a
     connection through a compacted topic every replica follows; its ACLs say who may."""
 
     topic: str | None = None  # None: <kafka.topic>.control
@@ -165,7 +165,7 @@ class ControlConfig:
 
 @dataclass(frozen=True)
 class FreshnessConfig:
-    """Per-field last-writer-wins (consumer/freshness.py): what a replica remembers of the
+    """Per-field last-writer-wins (consumer/state/freshness.py): what a replica remembers of the
     fields it delivered, kept in a compacted changelog topic and a local store."""
 
     enabled: bool = True
@@ -176,7 +176,7 @@ class FreshnessConfig:
 
 @dataclass(frozen=True)
 class TracingConfig:
-    """OpenTelemetry spans (consumer/tracing.py), off by default; ``OTEL_TRACES_EXPORTER``
+    """OpenTelemetry spans (consumer/telemetry/tracing.py), off by default; ``OTEL_TRACES_EXPORTER``
     switches them on as well, and the other ``OTEL_*`` variables tune them."""
 
     enabled: bool = False

@@ -38,7 +38,7 @@ _TRACEPARENT = re.compile(
 _TRACESTATE = re.compile(r"[ -~]{0,512}")
 _TRACE_HEADERS = frozenset({"ce_traceparent", "ce_tracestate"})
 # Whether parse_record times itself (Event.parsed): only while tracing is on, so that an
-# event costs no clock reading otherwise (consumer/tracing.py switches it on).
+# event costs no clock reading otherwise (consumer/telemetry/tracing.py switches it on).
 _timed = False
 
 
@@ -114,14 +114,14 @@ class Event:
     time: str | None = None
     # CloudEvents ``sequence`` extension (``ce_sequence`` in binary mode); an integer in a
     # structured event is kept as its decimal string. With ``time``, it orders an asset's
-    # updates (consumer/freshness.py).
+    # updates (consumer/state/freshness.py).
     sequence: str | None = None
     # CloudEvents distributed-tracing extension (``ce_traceparent`` in binary mode), passed on
     # to the vendor as W3C trace-context headers; a malformed one is ignored (None).
     traceparent: str | None = None
     tracestate: str | None = None
     # When parse_record began and ended (time.time_ns()): the span ``validate`` when tracing
-    # is on (consumer/tracing.py); None when it is off, or validated some other way.
+    # is on (consumer/telemetry/tracing.py); None when it is off, or validated some other way.
     parsed: tuple[int, int] | None = field(default=None, compare=False, repr=False)
 
     @property

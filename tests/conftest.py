@@ -1,7 +1,7 @@
 """Test harness: one real Kafka broker per pytest session, fresh topics per test.
 
 Set ``KAFKA_BOOTSTRAP`` to reuse a running broker; otherwise the first integration test
-starts one with ``consumer.local_kafka`` (the same code CI and ``asset-sync demo`` use).
+starts one with ``consumer.local.local_kafka`` (the same code CI and ``asset-sync demo`` use).
 Tests under ``tests/integration`` are marked ``integration`` automatically.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from consumer.kafka_clients import create_topic
-from consumer.local_kafka import LocalKafka
+from consumer.broker.kafka_clients import create_topic
+from consumer.local.local_kafka import LocalKafka
 from tests.fakes import FakeVendors
 from tests.kafka_helpers import unique_topic
 

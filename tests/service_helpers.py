@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from consumer.local_kafka import free_port
+from consumer.local.local_kafka import free_port
 from tests.fakes import FakeVendors
 
 

@@ -10,10 +10,10 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable
 
-from consumer.connection_state import ConnectionStateStore, TokenState
+from consumer.delivery.http import HttpClient, HttpResponse
 from consumer.errors import AuthFailedError, RetryableError
-from consumer.http import HttpClient, HttpResponse
-from consumer.logs import get_logger
+from consumer.state.connection_state import ConnectionStateStore, TokenState
+from consumer.telemetry.logs import get_logger
 
 log = get_logger("auth")
 EXPIRY_MARGIN_S = 60.0
@@ -91,7 +91,7 @@ def refresh_at(state: TokenState) -> float:
 
 class SharedRefreshToken(TokenSource):
     """A refresh-token grant whose refresh token rotates on every use, shared by the replicas
-    through the connection state topic (consumer/connection_state.py).
+    through the connection state topic (consumer/state/connection_state.py).
 
     The refresh token on the topic is used, and the configured one (the Secret) only when the
     topic has none for this connection or the Secret holds another token than the one the

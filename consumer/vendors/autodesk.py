@@ -9,20 +9,21 @@ Writes are limited to 100 a minute per user: the pacer follows 429s and rate hea
 Auth: a static ``token``, or the refresh-token grant (``client_id``, ``client_secret``,
 ``refresh_token``) at ``POST {base}/authentication/v2/token`` with HTTP Basic. Each answer
 brings a new refresh token and the old one dies. ``asset-sync run`` keeps the current one, with
-the access token, encrypted on the connection state topic (consumer/connection_state.py), so it
-survives restarts and is shared by the replicas; the configured one is used only when the topic
-has none. ``asset-sync dispatch`` (no Kafka) keeps it in memory.
+the access token, encrypted on the connection state topic
+(consumer/state/connection_state.py), so it survives restarts and is shared by the replicas;
+the configured one is used only when the topic has none. ``asset-sync dispatch`` (no Kafka)
+keeps it in memory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from consumer import connection_state
 from consumer.config import Connection
+from consumer.delivery.http import HttpClient, HttpRequest, HttpResponse, json_body
 from consumer.errors import ConfigError, PermanentError, RetryableError
 from consumer.events import Event
-from consumer.http import HttpClient, HttpRequest, HttpResponse, json_body
+from consumer.state import connection_state
 from consumer.vendors.auth import (
     CachedToken,
     SharedRefreshToken,

@@ -13,8 +13,9 @@ from collections.abc import Set as AbstractSet
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from consumer import metrics
 from consumer.config import Connection
+from consumer.delivery.http import HttpClient, HttpRequest, HttpResponse
+from consumer.delivery.retry import parse_retry_after
 from consumer.errors import (
     AuthExpiredError,
     DeliveryError,
@@ -22,9 +23,8 @@ from consumer.errors import (
     RetryableError,
 )
 from consumer.events import Event
-from consumer.http import HttpClient, HttpRequest, HttpResponse
-from consumer.retry import parse_retry_after
-from consumer.tracing import Tracing, propagate
+from consumer.telemetry import metrics
+from consumer.telemetry.tracing import Tracing, propagate
 from consumer.vendors.auth import TokenSource
 from consumer.vendors.pacing import Pacer
 
@@ -125,7 +125,7 @@ class VendorClient(ABC):
         """Events with the same key may share one request (batched vendors only)."""
         return event.asset_id
 
-    # --- freshness (consumer/freshness.py): what one "field" is, per vendor ------------------
+    # --- freshness (consumer/state/freshness.py): what one "field" is, per vendor -------------
     # Per-field last-writer-wins needs to know what an update sets. A field is a top-level key
     # of ``changes`` (its value, list or object, is one value), or one entry of a map named
     # in ``maps``: ``customFields.cost`` is updated apart from ``customFields.owner``.

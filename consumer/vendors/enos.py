@@ -21,9 +21,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from consumer.config import Connection
+from consumer.delivery.http import HttpClient, HttpRequest, HttpResponse, json_body
 from consumer.errors import AuthExpiredError, AuthFailedError, PermanentError, RetryableError
 from consumer.events import Event
-from consumer.http import HttpClient, HttpRequest, HttpResponse, json_body
 from consumer.vendors.auth import CachedToken, TokenSource, token_body, token_from
 from consumer.vendors.base import Result, VendorClient
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from consumer.config import Connection
+from consumer.delivery.http import HttpClient, HttpRequest, json_body
 from consumer.errors import ConfigError
 from consumer.events import Event
-from consumer.http import HttpClient, HttpRequest, json_body
 from consumer.vendors.auth import CachedToken, TokenSource, token_body, token_from
 from consumer.vendors.base import VendorClient, bearer_json, segment
 

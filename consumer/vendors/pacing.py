@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 
-from consumer.retry import parse_retry_after
+from consumer.delivery.retry import parse_retry_after
 
 # Pace a little under the stated rate: at exactly the vendor's rate its bucket is empty in
 # steady state, and any delay in its bookkeeping or ours turns a request into a 429
@@ -92,7 +92,7 @@ class Pacer:
         now = clock()
         self._refilled = now
         self._gate_open = False  # closed until the first answer, and again after a 429
-        self.paused = False  # an operator's pause (consumer/control.py): nothing goes
+        self.paused = False  # an operator's pause (consumer/state/control.py): nothing goes
         self._probe_out = False
         self._in_flight = 0
         self._queue: deque[asyncio.Future[None]] = deque()

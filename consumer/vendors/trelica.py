@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from urllib.parse import urlencode
 
 from consumer.config import Connection
+from consumer.delivery.http import HttpClient, HttpRequest, json_body
 from consumer.events import Event
-from consumer.http import HttpClient, HttpRequest, json_body
 from consumer.vendors.auth import CachedToken, TokenSource, token_body, token_from
 from consumer.vendors.base import VendorClient, bearer_json, segment
 

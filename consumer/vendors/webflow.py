@@ -20,8 +20,8 @@ from collections.abc import Set as AbstractSet
 from typing import Any
 
 from consumer.config import Connection
+from consumer.delivery.http import HttpRequest, json_body
 from consumer.events import Event
-from consumer.http import HttpRequest, json_body
 from consumer.vendors.auth import TokenSource
 from consumer.vendors.base import VendorClient, bearer_json, segment
 

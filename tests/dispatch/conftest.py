@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from consumer.config import Config, parse_config
-from consumer.dispatcher import Dispatcher
+from consumer.delivery.dispatcher import Dispatcher
 from consumer.events import Event, parse_record
 from consumer.outcome import Outcome
 from tests.fakes import FakeVendors

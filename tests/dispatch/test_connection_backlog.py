@@ -15,12 +15,12 @@ import pytest
 from kafka.structs import TopicPartition
 from prometheus_client import REGISTRY
 
+from consumer.broker.dead_letter import SourceRecord
+from consumer.broker.offsets import OffsetTracker
 from consumer.config import Config, parse_config
-from consumer.dead_letter import SourceRecord
-from consumer.dispatcher import Dispatcher
+from consumer.delivery.dispatcher import Dispatcher
+from consumer.delivery.pipeline import Pipeline
 from consumer.events import Event
-from consumer.offsets import OffsetTracker
-from consumer.pipeline import Pipeline
 from tests.dispatch.conftest import FAST_RETRY, valid
 from tests.dispatch.test_pipeline_slots import NoDeadLetters
 from tests.fakes import FakeVendors, Reply

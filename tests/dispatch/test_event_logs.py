@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
+from consumer.broker.dead_letter import SourceRecord
+from consumer.broker.offsets import OffsetTracker
 from consumer.config import parse_config
-from consumer.dead_letter import SourceRecord
-from consumer.dispatcher import Dispatcher
+from consumer.delivery.dispatcher import Dispatcher
+from consumer.delivery.pipeline import Pipeline
 from consumer.events import Event, Rejection, parse_record
-from consumer.logs import LOGGER_NAME, JsonFormatter, about_event, get_logger, reset_event
-from consumer.offsets import OffsetTracker
-from consumer.pipeline import Pipeline
+from consumer.telemetry.logs import LOGGER_NAME, JsonFormatter, about_event, get_logger, reset_event
 from tests.dispatch.conftest import FAST_RETRY, valid
 from tests.dispatch.test_pipeline_slots import NoDeadLetters
 from tests.fakes import FakeVendors, Reply

@@ -88,7 +88,7 @@ def test_expired_token_is_refreshed_once_and_the_update_goes_through(
     fake = fakes.fakes[vendor]
 
     async def scenario() -> list[bool]:
-        from consumer.dispatcher import Dispatcher
+        from consumer.delivery.dispatcher import Dispatcher
 
         dispatcher = Dispatcher(config)
         try:
@@ -157,7 +157,7 @@ def test_unknown_connection_is_its_own_reason(fakes: FakeVendors) -> None:
 
 def test_connection_refused_is_retried_then_exhausted(fakes: FakeVendors) -> None:
     from consumer.config import parse_config
-    from consumer.local_kafka import free_port
+    from consumer.local.local_kafka import free_port
 
     connections = fakes.connections()
     connections["webflow"]["default"]["base_url"] = f"http://127.0.0.1:{free_port()}"

@@ -14,13 +14,13 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
+from consumer.broker.dead_letter import SourceRecord
+from consumer.broker.offsets import OffsetTracker
 from consumer.config import Config, parse_config
-from consumer.control import Control, Pause
-from consumer.dead_letter import SourceRecord
-from consumer.dispatcher import Dispatcher
+from consumer.delivery.dispatcher import Dispatcher
+from consumer.delivery.pipeline import Pipeline
 from consumer.events import Event, parse_record
-from consumer.offsets import OffsetTracker
-from consumer.pipeline import Pipeline
+from consumer.state.control import Control, Pause
 from tests.dispatch.test_pipeline_slots import NoDeadLetters
 from tests.fakes import FakeVendors, Reply
 from tests.samples import encode, marked, received_markers

@@ -9,13 +9,13 @@ from typing import Any
 
 from kafka.structs import TopicPartition
 
-from consumer import metrics
+from consumer.broker.dead_letter import DeadLetterWriter, SourceRecord
+from consumer.broker.offsets import OffsetTracker
 from consumer.config import parse_config
-from consumer.dead_letter import DeadLetterWriter, SourceRecord
-from consumer.dispatcher import Dispatcher
+from consumer.delivery.dispatcher import Dispatcher
+from consumer.delivery.pipeline import Pipeline
 from consumer.events import Event
-from consumer.offsets import OffsetTracker
-from consumer.pipeline import Pipeline
+from consumer.telemetry import metrics
 from tests.dispatch.conftest import FAST_RETRY, valid
 from tests.fakes import FakeVendors
 

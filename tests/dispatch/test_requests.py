@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from consumer.config import Connection, DispatchConfig
-from consumer.http import HttpClient
+from consumer.delivery.http import HttpClient
 from consumer.vendors import VENDORS
 from tests.dispatch.conftest import deliver, make_config, valid
 from tests.fakes import FakeVendors

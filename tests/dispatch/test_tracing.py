@@ -16,13 +16,13 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from consumer.broker.dead_letter import DeadLetterWriter, SourceRecord
+from consumer.broker.offsets import OffsetTracker
 from consumer.config import parse_config
-from consumer.dead_letter import DeadLetterWriter, SourceRecord
-from consumer.dispatcher import Dispatcher
+from consumer.delivery.dispatcher import Dispatcher
+from consumer.delivery.pipeline import Pipeline
 from consumer.events import Event, parse_record
-from consumer.offsets import OffsetTracker
-from consumer.pipeline import Pipeline
-from consumer.tracing import Tracing
+from consumer.telemetry.tracing import Tracing
 from tests.dispatch.conftest import FAST_RETRY
 from tests.dispatch.test_pipeline_slots import asset_id
 from tests.fakes import FakeVendors, Reply

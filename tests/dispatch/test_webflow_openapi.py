@@ -24,8 +24,8 @@ import yaml
 from yarl import URL
 
 from consumer.config import Connection, DispatchConfig
+from consumer.delivery.http import HttpClient, HttpRequest, json_body
 from consumer.events import Event
-from consumer.http import HttpClient, HttpRequest, json_body
 from consumer.vendors.webflow import WebflowClient
 from tests.dispatch.conftest import deliver, make_config, valid
 from tests.fakes import FakeVendors

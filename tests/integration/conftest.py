@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from consumer.kafka_clients import create_topic
+from consumer.broker.kafka_clients import create_topic
 from tests.fakes import FakeVendors
 from tests.kafka_helpers import unique_topic
 from tests.service_helpers import ServiceProcess, service_config

@@ -13,7 +13,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from consumer.kafka_clients import create_topic
+from consumer.broker.kafka_clients import create_topic
 from tests.fakes import FakeVendors, Reply
 from tests.integration.conftest import StartService
 from tests.integration.test_tools import cli

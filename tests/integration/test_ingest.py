@@ -22,8 +22,8 @@ import pytest
 import yaml
 from standardwebhooks.webhooks import Webhook
 
-from consumer.kafka_clients import create_topic
-from consumer.local_kafka import LocalKafka, free_port
+from consumer.broker.kafka_clients import create_topic
+from consumer.local.local_kafka import LocalKafka, free_port
 from tests.fakes import FakeVendors
 from tests.integration.conftest import StartService
 from tests.kafka_helpers import consume_all, unique_topic

@@ -7,14 +7,14 @@ import asyncio
 
 from kafka.structs import TopicPartition
 
+from consumer.broker.dead_letter import DeadLetterWriter, SourceRecord
+from consumer.broker.kafka_clients import create_topic, make_producer
+from consumer.broker.offsets import OffsetTracker
 from consumer.config import KafkaConfig
-from consumer.dead_letter import DeadLetterWriter, SourceRecord
-from consumer.dispatcher import Dispatcher
+from consumer.delivery.dispatcher import Dispatcher
+from consumer.delivery.pipeline import Pipeline
 from consumer.events import Event
-from consumer.kafka_clients import create_topic, make_producer
-from consumer.offsets import OffsetTracker
 from consumer.outcome import Outcome
-from consumer.pipeline import Pipeline
 from tests.dispatch.conftest import make_config, valid
 from tests.fakes import FakeVendors
 from tests.kafka_helpers import consume_all

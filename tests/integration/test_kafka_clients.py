@@ -1,5 +1,5 @@
 """kafka-python 3.0.12 can drop a finished rebalance; the service's poll loop notices and
-joins again (consumer/kafka_clients.py ``rejoin_if_join_dropped``)."""
+joins again (consumer/broker/kafka_clients.py ``rejoin_if_join_dropped``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewPartitions
 
-from consumer.kafka_clients import rejoin_if_join_dropped
+from consumer.broker.kafka_clients import rejoin_if_join_dropped
 
 
 class SlowRevoke(ConsumerRebalanceListener):  # type: ignore[misc]

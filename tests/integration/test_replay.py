@@ -11,9 +11,9 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
+from consumer.broker.dead_letter import SourceRecord, dead_letter_headers
+from consumer.broker.kafka_clients import create_topic
 from consumer.cli import main
-from consumer.dead_letter import SourceRecord, dead_letter_headers
-from consumer.kafka_clients import create_topic
 from consumer.reasons import Reason
 from tests.integration.test_tools import cli, write_config
 from tests.kafka_helpers import consume_all, produce, unique_topic

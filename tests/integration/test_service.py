@@ -9,7 +9,7 @@ from typing import Any
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
-from consumer.kafka_clients import create_topic
+from consumer.broker.kafka_clients import create_topic
 from tests.fakes import FakeVendors, Reply
 from tests.integration.conftest import StartService
 from tests.kafka_helpers import consume_all, produce, unique_topic

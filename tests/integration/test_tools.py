@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from consumer.dead_letter import SourceRecord, dead_letter_headers
-from consumer.kafka_clients import create_topic
+from consumer.broker.dead_letter import SourceRecord, dead_letter_headers
+from consumer.broker.kafka_clients import create_topic
 from consumer.reasons import Reason
 from tests.kafka_helpers import consume_all, produce, unique_topic
 from tests.samples import EXAMPLES, event_for

@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 
+from consumer.broker.dead_letter import DeadLetterWriter, SourceRecord
+from consumer.broker.kafka_clients import create_topic, make_producer
+from consumer.broker.offsets import OffsetTracker
 from consumer.config import KafkaConfig
-from consumer.dead_letter import DeadLetterWriter, SourceRecord
-from consumer.dispatcher import Dispatcher
+from consumer.delivery.dispatcher import Dispatcher
+from consumer.delivery.pipeline import Pipeline
 from consumer.events import Rejection, parse_record
-from consumer.kafka_clients import create_topic, make_producer
-from consumer.offsets import OffsetTracker
-from consumer.pipeline import Pipeline
 from tests.dispatch.conftest import make_config
 from tests.fakes import FakeVendors, Reply
 from tests.kafka_helpers import consume_all

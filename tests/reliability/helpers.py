@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from consumer.samples import event
+from consumer.local.samples import event
 from tests.fakes import FakeVendors
 from tests.samples import received_markers
 

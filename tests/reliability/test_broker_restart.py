@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from consumer.kafka_clients import create_topic
-from consumer.local_kafka import LocalKafka
+from consumer.broker.kafka_clients import create_topic
+from consumer.local.local_kafka import LocalKafka
 from tests.fakes import FakeVendors
 from tests.kafka_helpers import unique_topic
 from tests.reliability.helpers import delivered, updates

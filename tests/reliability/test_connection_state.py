@@ -23,9 +23,9 @@ from cryptography.fernet import Fernet
 from kafka import KafkaProducer
 
 from consumer.config import DispatchConfig, KafkaConfig, parse_config
-from consumer.connection_state import ConnectionStateStore, StateCipher, TokenState
-from consumer.http import HttpClient
-from consumer.samples import event
+from consumer.delivery.http import HttpClient
+from consumer.local.samples import event
+from consumer.state.connection_state import ConnectionStateStore, StateCipher, TokenState
 from consumer.vendors.auth import SharedRefreshToken
 from consumer.vendors.autodesk import AutodeskClient
 from tests.fakes import FakeVendors

@@ -9,7 +9,7 @@ import json
 import time
 from typing import Any
 
-from consumer.samples import asset_id
+from consumer.local.samples import asset_id
 from tests.fakes import FakeVendors, Reply
 from tests.integration.conftest import StartService
 from tests.kafka_helpers import produce

@@ -9,8 +9,8 @@ import threading
 import time
 from collections import defaultdict
 
-from consumer.kafka_clients import create_topic
-from consumer.samples import event
+from consumer.broker.kafka_clients import create_topic
+from consumer.local.samples import event
 from tests.fakes import FakeVendors
 from tests.integration.conftest import StartService
 from tests.kafka_helpers import produce, unique_topic

@@ -14,8 +14,8 @@ import trustme
 import yaml
 from cryptography.hazmat.primitives import serialization
 
-from consumer.kafka_clients import create_topic
-from consumer.local_kafka import LocalKafka, free_port
+from consumer.broker.kafka_clients import create_topic
+from consumer.local.local_kafka import LocalKafka, free_port
 from tests.fakes import FakeVendors, Reply
 from tests.kafka_helpers import consume_all, produce, unique_topic
 from tests.samples import encode, marked

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from consumer.kafka_clients import create_topic
-from consumer.samples import event
+from consumer.broker.kafka_clients import create_topic
+from consumer.local.samples import event
 from tests.fakes import FakeVendors, Reply
 from tests.fakes.base import Received
 from tests.fakes.rate_limits import TokenBucket

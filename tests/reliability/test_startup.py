@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from consumer.kafka_clients import create_topic
+from consumer.broker.kafka_clients import create_topic
 from tests.fakes import FakeVendors
 from tests.integration.conftest import StartService
 from tests.kafka_helpers import consume_all, produce, unique_topic

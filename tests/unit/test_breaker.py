@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from consumer.breaker import Admission, Breaker, CircuitBreaker, State, trips
 from consumer.config import BreakerConfig, load_config
+from consumer.delivery.breaker import Admission, Breaker, CircuitBreaker, State, trips
 from consumer.errors import (
     AuthFailedError,
     ConfigError,
@@ -240,7 +240,7 @@ def test_shows_half_open_when_the_wait_is_over_even_with_nobody_waiting() -> Non
 
 
 def test_state_is_exported_per_connection(tmp_path: Path) -> None:
-    from consumer.dispatcher import Dispatcher
+    from consumer.delivery.dispatcher import Dispatcher
 
     path = tmp_path / "config.yaml"
     path.write_text(

@@ -13,7 +13,8 @@ import yaml
 from cryptography.fernet import Fernet
 
 from consumer.config import KafkaConfig, Secret, parse_config
-from consumer.connection_state import (
+from consumer.errors import ConfigError
+from consumer.state.connection_state import (
     LEASE_PREFIX,
     ConnectionStateStore,
     Lease,
@@ -21,7 +22,6 @@ from consumer.connection_state import (
     TokenState,
     check,
 )
-from consumer.errors import ConfigError
 
 REFRESH = "rt-SECRET-refresh-1234567890"
 ACCESS = "at-SECRET-access-0987654321"

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from consumer.breaker import Admission, Breaker, CircuitBreaker, State
 from consumer.config import BreakerConfig, parse_config
-from consumer.control import (
+from consumer.delivery.breaker import Admission, Breaker, CircuitBreaker, State
+from consumer.errors import ConfigError, UsageError
+from consumer.state.control import (
     STATUS_FRESH_S,
     ControlView,
     Pause,
@@ -24,7 +25,6 @@ from consumer.control import (
     summarize,
     topic_name,
 )
-from consumer.errors import ConfigError, UsageError
 
 CONFIG = BreakerConfig(failure_threshold=1, open_s=1.0, max_open_s=4.0)
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from consumer import metrics
+from consumer.telemetry import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -224,7 +224,7 @@ def test_alert_rules_pass_promtool_check_and_unit_tests(tmp_path: Path) -> None:
 
 
 def declared_metrics() -> set[str]:
-    """Metric family names declared in consumer.metrics (counters without ``_total``)."""
+    """Metric family names declared in consumer.telemetry.metrics (counters without ``_total``)."""
     assert metrics.EVENTS_DELIVERED  # declared on import, into the default registry
     return {family.name for family in REGISTRY.collect()}
 

@@ -1,5 +1,5 @@
 """Per-field last-writer-wins as values: order keys, what each vendor calls a field, and what
-an update keeps of itself against what was remembered (consumer/freshness.py). The broker and
+an update keeps of itself against what was remembered (consumer/state/freshness.py). The broker and
 the processes are in tests/integration/test_freshness.py."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from consumer.events import Event, parse_record
-from consumer.freshness import decide, learn, newer, order_key, sequence_key, time_key
 from consumer.schemas import default_schemas
+from consumer.state.freshness import decide, learn, newer, order_key, sequence_key, time_key
 from tests.samples import event_for
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kafka.structs import TopicPartition
 
-from consumer.offsets import OffsetTracker
+from consumer.broker.offsets import OffsetTracker
 
 TP = TopicPartition("t", 0)
 

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import pytest
 
 from consumer.config import load_config
+from consumer.delivery.retry import parse_retry_after
 from consumer.errors import ConfigError
-from consumer.retry import parse_retry_after
 from consumer.vendors.pacing import Pacer, parse_rate_limit
 from tests.fakes.rate_limits import FixedWindow, Limiter, TokenBucket
 
@@ -451,7 +451,7 @@ def test_a_bad_rate_limit_stops_the_start_naming_its_key(tmp_path: Path, value: 
 
 
 def test_a_configured_rate_limit_reaches_the_pacer(tmp_path: Path) -> None:
-    from consumer.http import HttpClient
+    from consumer.delivery.http import HttpClient
     from consumer.vendors import VENDORS
 
     path = tmp_path / "config.yaml"

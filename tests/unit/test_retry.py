@@ -9,10 +9,10 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from consumer.breaker import CircuitBreaker, State
 from consumer.config import BreakerConfig, RetryConfig
+from consumer.delivery.breaker import CircuitBreaker, State
+from consumer.delivery.retry import RetryPolicy, parse_retry_after, wait_times
 from consumer.errors import PermanentError, RetryableError
-from consumer.retry import RetryPolicy, parse_retry_after, wait_times
 
 
 def waits(errors: list[RetryableError], rand: float) -> list[float]:

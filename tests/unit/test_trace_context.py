@@ -1,6 +1,6 @@
 """The CloudEvents distributed-tracing extension read from both Kafka binding modes, kept in
 dead-letter records, passed on to vendors when tracing is off, and how tracing is switched
-on (consumer/events.py, consumer/dead_letter.py, consumer/tracing.py)."""
+on (consumer/events.py, consumer/broker/dead_letter.py, consumer/telemetry/tracing.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from consumer.broker.dead_letter import SourceRecord, dead_letter_headers
 from consumer.config import parse_config
-from consumer.dead_letter import SourceRecord, dead_letter_headers
+from consumer.delivery.http import HttpRequest
 from consumer.errors import ConfigError
 from consumer.events import Event, Rejection, parse_record
-from consumer.http import HttpRequest
 from consumer.reasons import Reason
-from consumer.tracing import enabled, from_config, propagate
+from consumer.telemetry.tracing import enabled, from_config, propagate
 from tests.samples import encode, event_for
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

@@ -13,12 +13,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TextIO
 
+from consumer.commands.validate_files import iter_events
 from consumer.config import Config
-from consumer.dispatcher import Dispatcher
+from consumer.delivery.dispatcher import Dispatcher
 from consumer.errors import UsageError
 from consumer.events import Event, Rejection, parse_record
 from consumer.outcome import Outcome
-from consumer.validate_files import iter_events
 
 
 def read_events(paths: list[Path]) -> list[Event | Rejection]:

@@ -33,9 +33,9 @@ from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from consumer.config import Config
+from consumer.delivery.http import HttpClient, HttpRequest, HttpResponse
 from consumer.errors import ConfigError, RetryableError
 from consumer.events import Event, time_parsing
-from consumer.http import HttpClient, HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
     from consumer.outcome import Outcome

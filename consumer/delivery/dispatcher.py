@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from consumer import metrics
-from consumer.batching import Batcher
-from consumer.breaker import CircuitBreaker, State
 from consumer.config import Config, Secret
+from consumer.delivery.batching import Batcher
+from consumer.delivery.breaker import CircuitBreaker, State
+from consumer.delivery.http import HttpClient
+from consumer.delivery.retry import RetryPolicy
 from consumer.errors import (
     AuthExpiredError,
     AuthFailedError,
@@ -25,12 +26,11 @@ from consumer.errors import (
     RetryableError,
 )
 from consumer.events import Event
-from consumer.http import HttpClient
-from consumer.logs import get_logger
 from consumer.outcome import Outcome
 from consumer.reasons import Reason
-from consumer.retry import RetryPolicy
-from consumer.tracing import Tracing, from_config
+from consumer.telemetry import metrics
+from consumer.telemetry.logs import get_logger
+from consumer.telemetry.tracing import Tracing, from_config
 from consumer.vendors import VENDORS, VendorClient
 from consumer.vendors.base import Result
 
@@ -78,7 +78,7 @@ class Dispatcher:
         tracing: Tracing | None = None,
     ) -> None:
         """``tracing``: spans into this provider (tests); by default, per the configuration
-        and the ``OTEL_*`` variables (consumer/tracing.py), None when off."""
+        and the ``OTEL_*`` variables (consumer/telemetry/tracing.py), None when off."""
         self.config = config
         self.http = http or HttpClient(config.dispatch)
         self.tracing = tracing if tracing is not None else from_config(config)

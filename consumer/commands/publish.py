@@ -9,11 +9,11 @@ from typing import TextIO
 
 from kafka.errors import KafkaError
 
+from consumer.broker.kafka_clients import BrokerError, make_producer
+from consumer.commands.validate_files import iter_events
 from consumer.config import Config
 from consumer.errors import UsageError
 from consumer.events import STRUCTURED_CONTENT_TYPE, Event, Rejection, parse_record
-from consumer.kafka_clients import BrokerError, make_producer
-from consumer.validate_files import iter_events
 
 
 def record_key(event: Event) -> bytes:

@@ -27,14 +27,14 @@ import yaml
 from kafka import KafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
+from consumer.broker.kafka_clients import create_topic
+from consumer.commands.publish import publish_events
 from consumer.config import parse_config
 from consumer.errors import UsageError
-from consumer.kafka_clients import create_topic
-from consumer.local_kafka import LocalKafka, free_port, is_running
-from consumer.publish import publish_events
-from consumer.samples import invalid_records, sample_events
+from consumer.local.local_kafka import LocalKafka, free_port, is_running
+from consumer.local.samples import invalid_records, sample_events
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -197,7 +197,7 @@ def _metrics_port() -> int:
 
 
 def _produce_raw(config: Any, records: list[tuple[bytes, bytes]]) -> None:
-    from consumer.kafka_clients import make_producer
+    from consumer.broker.kafka_clients import make_producer
 
     producer = make_producer(config.kafka, "asset-sync-demo")
     try:

@@ -5,8 +5,9 @@ Built on the ``backoff`` library with a wait generator of our own, because backo
 server-given wait is a floor, and jitter only spreads retries above it. The random source is
 injectable, so tests are deterministic.
 
-Each attempt can wait at a ``Gate`` first (the connection's circuit breaker, consumer/breaker.py);
-the budget then counts only attempts, and time, of a connection deemed working.
+Each attempt can wait at a ``Gate`` first (the connection's circuit breaker,
+consumer/delivery/breaker.py); the budget then counts only attempts, and time, of a connection
+deemed working.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A compacted Kafka topic that every replica reads into memory: the changelog model of Kafka
-Streams, shared by the connection state topic (consumer/connection_state.py) and the control
-topic (consumer/control.py).
+Streams, shared by the connection state topic (consumer/state/connection_state.py) and the control
+topic (consumer/state/control.py).
 
 Each process follows the topic with a consumer of its own (no group, every partition, from the
 beginning), so every replica sees every record in log order; it is ready once it has read the
@@ -21,15 +21,15 @@ from typing import Any, TypeVar
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from consumer.config import KafkaConfig
-from consumer.kafka_clients import (
+from consumer.broker.kafka_clients import (
     BrokerError,
     connection_settings,
     ensure_topic,
     make_producer,
     wait_for_partitions,
 )
-from consumer.logs import get_logger
+from consumer.config import KafkaConfig
+from consumer.telemetry.logs import get_logger
 
 log = get_logger("compacted_topic")
 T = TypeVar("T")

@@ -34,10 +34,10 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from kafka.errors import KafkaError
 
-from consumer.compacted_topic import STARTUP_TIMEOUT_S, CompactedTopic
+from consumer.broker.compacted_topic import STARTUP_TIMEOUT_S, CompactedTopic
 from consumer.config import Config, Connection, KafkaConfig, Secret
 from consumer.errors import ConfigError, RetryableError
-from consumer.logs import get_logger
+from consumer.telemetry.logs import get_logger
 
 log = get_logger("connection_state")
 
@@ -188,7 +188,7 @@ class Lease:
 
 
 class ConnectionStateStore:
-    """The state topic, followed into memory (consumer/compacted_topic.py). Reads are plain
+    """The state topic, followed into memory (consumer/broker/compacted_topic.py). Reads are plain
     dictionary look-ups on the event loop; writes wait for the broker's acknowledgement."""
 
     def __init__(

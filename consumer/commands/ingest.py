@@ -41,12 +41,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from standardwebhooks.webhooks import Webhook
 
-from consumer import metrics
-from consumer.config import Config
-from consumer.errors import ConfigError
-from consumer.events import STRUCTURED_CONTENT_TYPE, Event, Rejection, validate_document
-from consumer.health import Health, HealthServer
-from consumer.kafka_clients import (
+from consumer.broker.kafka_clients import (
     BrokerError,
     PublishFailed,
     Record,
@@ -56,9 +51,14 @@ from consumer.kafka_clients import (
     send_acked,
     wait_for_partitions,
 )
-from consumer.logs import get_logger
-from consumer.publish import record_key
-from consumer.recent import RecentIds
+from consumer.commands.publish import record_key
+from consumer.config import Config
+from consumer.delivery.recent import RecentIds
+from consumer.errors import ConfigError
+from consumer.events import STRUCTURED_CONTENT_TYPE, Event, Rejection, validate_document
+from consumer.telemetry import metrics
+from consumer.telemetry.health import Health, HealthServer
+from consumer.telemetry.logs import get_logger
 
 log = get_logger("ingest")
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 
-from consumer import metrics
 from consumer.errors import AuthFailedError, DeliveryError, PermanentError
 from consumer.events import Event
+from consumer.telemetry import metrics
 from consumer.vendors.base import Result, VendorClient
 
 Waiting = tuple[Event, "asyncio.Future[Result]"]

@@ -3,13 +3,13 @@ replica without a restart, and see how each connection is doing (``asset-sync ct
 
 Everything goes through one compacted topic (``control.topic``, default
 ``<kafka.topic>.control``, one partition) that every replica follows from the beginning with
-a consumer of its own (consumer/compacted_topic.py), so a replica that starts while a
+a consumer of its own (consumer/broker/compacted_topic.py), so a replica that starts while a
 connection is paused starts it paused. Two kinds of records:
 
 - ``pause/<vendor>/<connection>``: ``{"paused": true|false, "by": ..., "at": ...}``, written
   by ``ctl pause``/``ctl resume``. A replica pauses the connection's circuit breaker
-  (consumer/breaker.py): no attempt starts, requests on the wire finish, and the events wait
-  in the pipeline without spending their retry budget (the breaker's budget clock stands
+  (consumer/delivery/breaker.py): no attempt starts, requests on the wire finish, and the
+  events wait in the pipeline without spending their retry budget (the breaker's budget clock stands
   still), so a pause never dead-letters anything. Resuming lets them go in arrival order.
 - ``status/<replica id>``: each replica's figures per connection, written every
   ``STATUS_EVERY_S`` (and at once after a pause or resume), a tombstone on a clean stop.
@@ -34,13 +34,13 @@ from typing import Any, Protocol, TextIO
 
 from kafka.errors import KafkaError
 
-from consumer import metrics
-from consumer.breaker import CircuitBreaker, State
-from consumer.compacted_topic import CompactedTopic
+from consumer.broker.compacted_topic import CompactedTopic
+from consumer.broker.kafka_clients import BrokerError, ensure_topic, make_producer
 from consumer.config import Config
+from consumer.delivery.breaker import CircuitBreaker, State
 from consumer.errors import UsageError
-from consumer.kafka_clients import BrokerError, ensure_topic, make_producer
-from consumer.logs import get_logger
+from consumer.telemetry import metrics
+from consumer.telemetry.logs import get_logger
 
 log = get_logger("control")
 

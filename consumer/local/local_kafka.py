@@ -5,7 +5,7 @@ The tests, CI and ``asset-sync demo`` all start Kafka through this module, so th
 come from Maven Central through ``deploy/local-kafka/pom.xml`` and are cached under
 ``$ASSET_SYNC_CACHE`` (default ``~/.cache/asset-sync``), so only the first start downloads.
 
-``python -m consumer.local_kafka start DIR`` / ``stop DIR`` drive it from a shell.
+``python -m consumer.local.local_kafka start DIR`` / ``stop DIR`` drive it from a shell.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ class LocalKafkaError(RuntimeError):
 
 def _pom_path() -> Path:
     """Where the broker's pom is: inside an installed wheel, or in the source tree."""
-    here = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # consumer/
     for candidate in (
-        here / "_deploy" / "local-kafka" / "pom.xml",
-        here.parent / "deploy" / "local-kafka" / "pom.xml",
+        package / "_deploy" / "local-kafka" / "pom.xml",
+        package.parent / "deploy" / "local-kafka" / "pom.xml",
     ):
         if candidate.is_file():
             return candidate
@@ -365,7 +365,8 @@ def is_running(workdir: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m consumer.local_kafka", description="Run a local single-node Kafka broker."
+        prog="python -m consumer.local.local_kafka",
+        description="Run a local single-node Kafka broker.",
     )
     parser.add_argument("action", choices=["fetch", "start", "stop"])
     parser.add_argument("dir", type=Path, nargs="?", default=Path(".local/kafka"))

@@ -21,7 +21,7 @@ comparing two is one string comparison.
 
 What is learned from source partition p is written, after the vendor's 2xx and before the
 record's offset may be committed, to partition p of a compacted changelog topic, and read back
-into a local store (consumer/freshness_store.py) when p is assigned, before any of p's records
+into a local store (consumer/state/freshness_store.py) when p is assigned, before any of p's records
 is delivered. A crash between the 2xx and the changelog write delivers the update again.
 """
 
@@ -42,17 +42,17 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
-from consumer import metrics
 from consumer.config import Config
 from consumer.events import Event
-from consumer.freshness_store import (
+from consumer.state.freshness_store import (
     PartitionStore,
     Restorer,
     Snapshot,
     StoreDir,
     changelog_topic,
 )
-from consumer.logs import get_logger
+from consumer.telemetry import metrics
+from consumer.telemetry.logs import get_logger
 from consumer.vendors import VENDORS
 
 log = get_logger("freshness")

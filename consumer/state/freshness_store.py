@@ -1,4 +1,4 @@
-"""Where freshness (consumer/freshness.py) keeps what it learned: a local SQLite file per
+"""Where freshness (consumer/state/freshness.py) keeps what it learned: a local SQLite file per
 assigned partition, rebuilt from the compacted changelog topic when the partition is assigned.
 
 The changelog is the truth; the files are a cache of it, so they are written without a journal
@@ -34,9 +34,9 @@ from kafka.admin import NewPartitions, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import TopicPartition
 
+from consumer.broker.kafka_clients import BrokerError, connection_settings
 from consumer.config import Config
-from consumer.kafka_clients import BrokerError, connection_settings
-from consumer.logs import get_logger
+from consumer.telemetry.logs import get_logger
 
 log = get_logger("freshness")
 Snapshot = dict[str, str]  # field -> order key

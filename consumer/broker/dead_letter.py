@@ -10,7 +10,7 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from consumer.kafka_clients import send_acked
+from consumer.broker.kafka_clients import send_acked
 from consumer.reasons import Reason
 
 MAX_ERROR_BYTES = 4096

@@ -16,7 +16,7 @@ an event never gives up because its vendor is down (SPEC section 4). So the retr
 ``acquire`` before each attempt and tells ``release`` how it went; while the breaker is not
 closed, its budget clock (``closed_seconds``) stands still, so waiting costs no retry budget.
 
-An operator's pause (``asset-sync ctl pause``, consumer/control.py) uses the same wait: while
+An operator's pause (``asset-sync ctl pause``, consumer/state/control.py) uses the same wait: while
 a connection is paused no attempt is let go, whatever the state, and the budget clock stands
 still too; attempts already let go finish. Resuming lets the waiters go in arrival order. The
 pause is no state of the machine (``asset_sync_connection_state`` stays the breaker's): a

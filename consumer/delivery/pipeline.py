@@ -26,23 +26,23 @@ from typing import TYPE_CHECKING, Any
 from kafka.structs import TopicPartition
 from prometheus_client import Gauge
 
-from consumer import metrics
+from consumer.broker.dead_letter import DeadLetterWriter, SourceRecord
+from consumer.broker.kafka_clients import PublishFailed
+from consumer.broker.offsets import OffsetTracker
 from consumer.config import Config
-from consumer.dead_letter import DeadLetterWriter, SourceRecord
-from consumer.dispatcher import Dispatcher
+from consumer.delivery.dispatcher import Dispatcher
+from consumer.delivery.recent import RecentIds
 from consumer.events import Event, Rejection
-from consumer.freshness import Freshness
-from consumer.kafka_clients import PublishFailed
-from consumer.logs import about_event, get_logger, reset_event
-from consumer.offsets import OffsetTracker
 from consumer.outcome import Outcome
 from consumer.reasons import Reason
-from consumer.recent import RecentIds
-from consumer.tracing import finish
+from consumer.state.freshness import Freshness
+from consumer.telemetry import metrics
+from consumer.telemetry.logs import about_event, get_logger, reset_event
+from consumer.telemetry.tracing import finish
 from consumer.vendors import VENDORS
 
 if TYPE_CHECKING:
-    from consumer.tracing import Span, Tracing
+    from consumer.telemetry.tracing import Span, Tracing
 
 log = get_logger("pipeline")
 DEAD_LETTER_RETRY_S = (0.5, 1, 2, 5, 10, 30)
@@ -69,13 +69,13 @@ class Work:
     tp: TopicPartition
     dropped: bool = False
     waiting: Waiting | None = None  # its connection's, while it is unfinished here
-    span: Span | None = None  # its ``consume`` span, when tracing is on (consumer/tracing.py)
+    span: Span | None = None  # its ``consume`` span while tracing is on (telemetry/tracing.py)
 
 
 # One configured connection's unfinished events (queued or in flight), each with when it was
 # accepted, oldest first: a dict keeps insertion order and forgets any entry in O(1), so the
 # count and the oldest age are read at scrape time from its size and first entry, without
-# walking the events (consumer/metrics.py).
+# walking the events (consumer/telemetry/metrics.py).
 Waiting = dict[Work, float]
 
 
@@ -304,7 +304,7 @@ class Pipeline:
     async def _deliver(self, work: Work, lane: Lane) -> None:
         """Deliver one record; a bug of ours ends in a dead-letter record, never in an
         offset that waits forever (the worker would otherwise drop its whole queue). Lines
-        logged meanwhile about the event carry its asset id and source (consumer/logs.py)."""
+        logged meanwhile about the event carry its asset id and source (telemetry/logs.py)."""
         token = about_event(work.event)
         try:
             await self._deliver_or_raise(work, lane)
@@ -328,7 +328,7 @@ class Pipeline:
             reset_event(token)
 
     async def _deliver_traced(self, work: Work, lane: Lane, tracing: Tracing) -> None:
-        """``_deliver`` in the event's ``consume`` span (consumer/tracing.py)."""
+        """``_deliver`` in the event's ``consume`` span (consumer/telemetry/tracing.py)."""
         record = work.record
         with tracing.consume(work.event, record.topic, record.partition, record.offset) as span:
             work.span = span
@@ -345,7 +345,7 @@ class Pipeline:
             self._log("duplicate skipped", work, "duplicate", 0)
             self.tracker.finish(work.tp, work.record.offset)
             return
-        # freshness hook (consumer/freshness.py): take out the fields a newer update set
+        # freshness hook (consumer/state/freshness.py): take out the fields a newer update set
         freshness = self.freshness
         verdict = None if freshness is None else await freshness.check(work.tp.partition, event)
         if verdict is not None:

@@ -23,10 +23,10 @@ from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from consumer.broker.dead_letter import PREFIX
+from consumer.broker.kafka_clients import BrokerError, connection_settings, make_producer
 from consumer.config import Config
-from consumer.dead_letter import PREFIX
 from consumer.errors import UsageError
-from consumer.kafka_clients import BrokerError, connection_settings, make_producer
 from consumer.reasons import Reason
 
 REPLAY_HEADER = "asset-sync.replays"

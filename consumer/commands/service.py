@@ -25,17 +25,8 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from consumer import connection_state, metrics
-from consumer.config import Config
-from consumer.connection_state import ConnectionStateStore
-from consumer.control import Control
-from consumer.dead_letter import DeadLetterWriter, SourceRecord
-from consumer.dispatcher import Dispatcher
-from consumer.events import parse_record
-from consumer.freshness import Freshness
-from consumer.freshness_store import ensure_changelog_topic
-from consumer.health import Health, HealthServer
-from consumer.kafka_clients import (
+from consumer.broker.dead_letter import DeadLetterWriter, SourceRecord
+from consumer.broker.kafka_clients import (
     BrokerError,
     ensure_dead_letter_topic,
     make_consumer,
@@ -43,9 +34,19 @@ from consumer.kafka_clients import (
     rejoin_if_join_dropped,
     wait_for_partitions,
 )
-from consumer.logs import get_logger
-from consumer.offsets import OffsetTracker
-from consumer.pipeline import Pipeline
+from consumer.broker.offsets import OffsetTracker
+from consumer.config import Config
+from consumer.delivery.dispatcher import Dispatcher
+from consumer.delivery.pipeline import Pipeline
+from consumer.events import parse_record
+from consumer.state import connection_state
+from consumer.state.connection_state import ConnectionStateStore
+from consumer.state.control import Control
+from consumer.state.freshness import Freshness
+from consumer.state.freshness_store import ensure_changelog_topic
+from consumer.telemetry import metrics
+from consumer.telemetry.health import Health, HealthServer
+from consumer.telemetry.logs import get_logger
 
 log = get_logger("service")
 T = TypeVar("T")
@@ -275,7 +276,7 @@ class Service:
     def refresh_lag_soon(self) -> None:
         self._last_lag = 0.0
 
-    # --- freshness (consumer/freshness.py) ----------------------------------------------------
+    # --- freshness (consumer/state/freshness.py) -----------------------------------------------
     async def _start_freshness(self) -> Freshness | None:
         """The changelog topic exists, and the state of assigned partitions can be restored."""
         if not self.config.freshness.enabled:

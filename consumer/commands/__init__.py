@@ -1,0 +1,2 @@
+"""The commands behind the CLI, long-running and one-shot: run, ingest, replay, publish,
+dispatch, validate."""

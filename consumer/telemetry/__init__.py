@@ -1,0 +1,2 @@
+"""What an operator sees: structured logs, Prometheus metrics, health endpoints,
+OpenTelemetry traces."""
