@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -404,16 +404,94 @@ def _to_bool(value: Any) -> bool:
     return words[str(value).lower()]
 
 
-def _connections(raw: Any) -> dict[str, dict[str, Connection]]:
-    from consumer.vendors import VENDORS
+# --- connections ---------------------------------------------------------------------------
+# What a connection of each vendor may and must say: its keys and their kinds (str, int, float,
+# bool, secret, rate, statuses), and which keys it needs. Kept here, with the rest of what a
+# user may write, rather than on the vendor clients: the configuration is read and checked
+# without importing them (they import it), so the two modules form no import circle.
+# tests/unit/test_package.py checks that every vendor has an entry and that no module imports
+# itself round.
 
+
+def _nothing_required(connection: Connection) -> None:
+    return None
+
+
+def _lexful(connection: Connection) -> None:
+    connection.require("account_id")
+    if not connection.get("token") and not (
+        connection.get("api_key_id") and connection.get("api_key_secret")
+    ):
+        raise ConfigError(connection.key("token"), "is required (or api_key_id and api_key_secret)")
+
+
+def _autodesk(connection: Connection) -> None:
+    if connection.get("token"):
+        return
+    for key in ("client_id", "client_secret", "refresh_token"):
+        if not connection.get(key):
+            raise ConfigError(
+                connection.key("token"),
+                "is required (or client_id, client_secret and refresh_token)",
+            )
+
+
+def _requires(*keys: str) -> Callable[[Connection], None]:
+    def check(connection: Connection) -> None:
+        for key in keys:
+            connection.require(key)
+
+    return check
+
+
+@dataclass(frozen=True)
+class VendorKeys:
+    """The connection keys one vendor reads, and the check that it has what it needs."""
+
+    keys: Mapping[str, str]
+    check: Callable[[Connection], None] = _nothing_required
+
+
+COMMON_CONNECTION_KEYS: Mapping[str, str] = {
+    "base_url": "str",
+    "rate_window_s": "float",
+    "rate_limit": "rate",
+    "retry_statuses": "statuses",
+}
+VENDOR_KEYS: Mapping[str, VendorKeys] = {
+    "lexful": VendorKeys(
+        {"account_id": "str", "token": "secret", "api_key_id": "str", "api_key_secret": "secret"},
+        _lexful,
+    ),
+    "webflow": VendorKeys({"token": "secret"}, _requires("token")),
+    "autodesk": VendorKeys(
+        {
+            "token": "secret",
+            "client_id": "str",
+            "client_secret": "secret",
+            "refresh_token": "secret",
+        },
+        _autodesk,
+    ),
+    "trelica": VendorKeys(
+        {"client_id": "str", "client_secret": "secret", "scope": "str"},
+        _requires("client_id", "client_secret"),
+    ),
+    "enos": VendorKeys(
+        {"app_key": "str", "app_secret": "secret"}, _requires("app_key", "app_secret")
+    ),
+}
+
+
+def _connections(raw: Any) -> dict[str, dict[str, Connection]]:
     if not isinstance(raw, dict):
         raise ConfigError("connections", "must map vendor -> connection name -> settings")
     result: dict[str, dict[str, Connection]] = {}
     for vendor, named in raw.items():
-        if vendor not in VENDORS:
+        rules = VENDOR_KEYS.get(vendor)
+        if rules is None:
             raise ConfigError(
-                f"connections.{vendor}", f"unknown vendor (known: {', '.join(VENDORS)})"
+                f"connections.{vendor}", f"unknown vendor (known: {', '.join(VENDOR_KEYS)})"
             )
         if not isinstance(named, dict) or not named:
             raise ConfigError(f"connections.{vendor}", "must map connection names to settings")
@@ -425,23 +503,25 @@ def _connections(raw: Any) -> dict[str, dict[str, Connection]]:
             base_url = settings.get("base_url")
             if not isinstance(base_url, str) or not _is_base_url(base_url):
                 raise ConfigError(f"{key}.base_url", "must be an http(s) URL without query")
-            checked = _connection_settings(key, VENDORS[vendor], settings)
+            checked = _connection_settings(key, vendor, rules, settings)
             connection = Connection(vendor, str(name), base_url.rstrip("/"), checked)
-            VENDORS[vendor].check_connection(connection)
+            rules.check(connection)
             result[vendor][str(name)] = connection
     return result
 
 
-def _connection_settings(key: str, client: Any, settings: dict[str, Any]) -> dict[str, Any]:
+def _connection_settings(
+    key: str, vendor: str, rules: VendorKeys, settings: dict[str, Any]
+) -> dict[str, Any]:
     """Every key known to the vendor and of its kind: a typo (``scopes`` for ``scope``) or a
     bad value stops the start, instead of failing at the first event of the connection."""
-    kinds = {**client.common_settings, **client.settings}
+    kinds = {**COMMON_CONNECTION_KEYS, **rules.keys}
     checked: dict[str, Any] = {}
     for name, value in settings.items():
         kind = kinds.get(name)
         if kind is None:
             known = ", ".join(sorted(kinds))
-            raise ConfigError(f"{key}.{name}", f"unknown key for {client.name} (known: {known})")
+            raise ConfigError(f"{key}.{name}", f"unknown key for {vendor} (known: {known})")
         if value is None:
             continue  # an empty key is an unset one
         if kind == "secret":
@@ -461,12 +541,31 @@ def _connection_settings(key: str, client: Any, settings: dict[str, Any]) -> dic
 
 def _to_rate(key: str, value: Any) -> float:
     """A rate such as ``60/min`` or ``20/s``, in requests per second."""
-    from consumer.vendors.pacing import parse_rate_limit
-
     try:
         return parse_rate_limit(str(value))
     except ValueError as error:
         raise ConfigError(key, str(error)) from None
+
+
+_RATE_UNITS = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1.0),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60.0),
+    **dict.fromkeys(("h", "hr", "hour", "hours"), 3600.0),
+}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$")
+
+
+def parse_rate_limit(text: str) -> float:
+    """Requests per second from ``60/min``, ``20/s``, ``100/minute``, ``1000/10min``...
+    Raises ValueError saying what is wrong."""
+    match = _RATE.match(str(text).lower())
+    unit = _RATE_UNITS.get(match.group(3)) if match else None
+    if match is None or unit is None:
+        raise ValueError(f"must be requests per period like 60/min or 20/s, got {text!r}")
+    count, period = float(match.group(1)), float(match.group(2) or 1) * unit
+    if count <= 0 or period <= 0:
+        raise ValueError(f"must be positive, got {text!r}")
+    return count / period
 
 
 def _to_statuses(key: str, value: Any) -> frozenset[int]:

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from consumer.config import Connection
 from consumer.delivery.http import HttpClient, HttpRequest, HttpResponse, json_body
-from consumer.errors import ConfigError, PermanentError, RetryableError
+from consumer.errors import PermanentError, RetryableError
 from consumer.events import Event
 from consumer.state import connection_state
 from consumer.vendors.auth import (
@@ -39,23 +38,6 @@ class AutodeskClient(VendorClient):
     name = "autodesk"
     batched = True
     maps = frozenset({"customAttributes"})  # freshness: each attribute is a field of its own
-    settings = {
-        "token": "secret",
-        "client_id": "str",
-        "client_secret": "secret",
-        "refresh_token": "secret",
-    }
-
-    @classmethod
-    def check_connection(cls, connection: Connection) -> None:
-        if connection.get("token"):
-            return
-        for key in ("client_id", "client_secret", "refresh_token"):
-            if not connection.get(key):
-                raise ConfigError(
-                    connection.key("token"),
-                    "is required (or client_id, client_secret and refresh_token)",
-                )
 
     def token_source(self) -> TokenSource:
         if self.connection.get("token"):

@@ -75,15 +75,8 @@ class VendorClient(ABC):
     batched: ClassVar[bool] = False
     tracing: Tracing | None = None  # set by the dispatcher when tracing is on
     rate_window_s: ClassVar[float] = 60.0  # the window X-RateLimit-Limit counts over
-    # The connection keys this vendor reads, and their kind (str, int, float, bool or
-    # secret): anything else in a connection is a mistake, refused at start with its key.
-    settings: ClassVar[Mapping[str, str]] = {}
-    common_settings: ClassVar[Mapping[str, str]] = {
-        "base_url": "str",
-        "rate_window_s": "float",
-        "rate_limit": "rate",
-        "retry_statuses": "statuses",
-    }
+    # The connection keys each vendor reads, and what it needs, are in consumer/config.py
+    # (VENDOR_KEYS): the configuration is checked without importing the clients.
 
     def __init__(self, connection: Connection, http: HttpClient) -> None:
         self.connection = connection
@@ -99,11 +92,6 @@ class VendorClient(ABC):
         )
         self._duration = metrics.VENDOR_REQUEST_DURATION.labels(self.name)
         self._requests: dict[str, Any] = {}
-
-    @classmethod
-    @abstractmethod
-    def check_connection(cls, connection: Connection) -> None:
-        """Raise ConfigError naming the key if the connection cannot work."""
 
     @abstractmethod
     def token_source(self) -> TokenSource: ...

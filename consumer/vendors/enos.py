@@ -20,7 +20,6 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from consumer.config import Connection
 from consumer.delivery.http import HttpClient, HttpRequest, HttpResponse, json_body
 from consumer.errors import AuthExpiredError, AuthFailedError, PermanentError, RetryableError
 from consumer.events import Event
@@ -40,7 +39,6 @@ def _sha256(*parts: bytes) -> str:
 
 class EnosClient(VendorClient):
     name = "enos"
-    settings = {"app_key": "str", "app_secret": "secret"}
     # freshness: each attribute and each tag is a field of its own; ``name`` (default value
     # and translations) is one value
     maps = frozenset({"attributes", "tags"})
@@ -53,11 +51,6 @@ class EnosClient(VendorClient):
     @classmethod
     def as_patch(cls, data: Mapping[str, Any]) -> dict[str, Any]:
         return {**data, "mode": "patch"}
-
-    @classmethod
-    def check_connection(cls, connection: Connection) -> None:
-        connection.require("app_key")
-        connection.require("app_secret")
 
     def token_source(self) -> TokenSource:
         return CachedToken(self._fetch_token)

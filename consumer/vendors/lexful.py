@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from consumer.config import Connection
 from consumer.delivery.http import HttpClient, HttpRequest, json_body
-from consumer.errors import ConfigError
 from consumer.events import Event
 from consumer.vendors.auth import CachedToken, TokenSource, token_body, token_from
 from consumer.vendors.base import VendorClient, bearer_json, segment
@@ -21,22 +19,6 @@ from consumer.vendors.base import VendorClient, bearer_json, segment
 
 class LexfulClient(VendorClient):
     name = "lexful"
-    settings = {
-        "account_id": "str",
-        "token": "secret",
-        "api_key_id": "str",
-        "api_key_secret": "secret",
-    }
-
-    @classmethod
-    def check_connection(cls, connection: Connection) -> None:
-        connection.require("account_id")
-        if not connection.get("token") and not (
-            connection.get("api_key_id") and connection.get("api_key_secret")
-        ):
-            raise ConfigError(
-                connection.key("token"), "is required (or api_key_id and api_key_secret)"
-            )
 
     def token_source(self) -> TokenSource:
         if self.connection.get("token"):

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -52,26 +51,6 @@ WINDOW_SLACK = 0.1
 WINDOW_CUT = 0.2
 DEFAULT_BLOCK_S = 1.0  # a 429 without Retry-After still holds every request this long
 _HELD_S = 1.0  # a request waited for its slot this recently: the pacer is what limits
-
-_UNITS = {
-    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1.0),
-    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60.0),
-    **dict.fromkeys(("h", "hr", "hour", "hours"), 3600.0),
-}
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$")
-
-
-def parse_rate_limit(text: str) -> float:
-    """Requests per second from ``60/min``, ``20/s``, ``100/minute``, ``1000/10min``...
-    Raises ValueError saying what is wrong."""
-    match = _RATE.match(str(text).lower())
-    unit = _UNITS.get(match.group(3)) if match else None
-    if match is None or unit is None:
-        raise ValueError(f"must be requests per period like 60/min or 20/s, got {text!r}")
-    count, period = float(match.group(1)), float(match.group(2) or 1) * unit
-    if count <= 0 or period <= 0:
-        raise ValueError(f"must be positive, got {text!r}")
-    return count / period
 
 
 class Pacer:

@@ -12,7 +12,6 @@ import base64
 from collections.abc import Sequence
 from urllib.parse import urlencode
 
-from consumer.config import Connection
 from consumer.delivery.http import HttpClient, HttpRequest, json_body
 from consumer.events import Event
 from consumer.vendors.auth import CachedToken, TokenSource, token_body, token_from
@@ -25,13 +24,7 @@ def basic_auth(user: str, password: str) -> str:
 
 class TrelicaClient(VendorClient):
     name = "trelica"
-    settings = {"client_id": "str", "client_secret": "secret", "scope": "str"}
     maps = frozenset({"customFields"})  # freshness: each custom field is a field of its own
-
-    @classmethod
-    def check_connection(cls, connection: Connection) -> None:
-        connection.require("client_id")
-        connection.require("client_secret")
 
     def token_source(self) -> TokenSource:
         return CachedToken(self._fetch_token)

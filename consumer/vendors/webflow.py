@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
 
-from consumer.config import Connection
 from consumer.delivery.http import HttpRequest, json_body
 from consumer.events import Event
 from consumer.vendors.auth import TokenSource
@@ -29,7 +28,6 @@ from consumer.vendors.base import VendorClient, bearer_json, segment
 class WebflowClient(VendorClient):
     name = "webflow"
     rate_window_s = 60.0
-    settings = {"token": "secret"}
 
     # freshness: ``displayName`` is one field (the same in every locale); ``altText`` is one
     # field per locale (``altText@<localeId>``, plain ``altText`` for the primary locale);
@@ -48,10 +46,6 @@ class WebflowClient(VendorClient):
             if name == "localeId" or _field(name, changes) not in stale
         }
         return {**data, "changes": kept}
-
-    @classmethod
-    def check_connection(cls, connection: Connection) -> None:
-        connection.require("token")
 
     def token_source(self) -> TokenSource:
         return TokenSource(self.connection.secret("token"))

@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from consumer.config import load_config
+from consumer.config import load_config, parse_rate_limit
 from consumer.delivery.retry import parse_retry_after
 from consumer.errors import ConfigError
-from consumer.vendors.pacing import Pacer, parse_rate_limit
+from consumer.vendors.pacing import Pacer
 from tests.fakes.rate_limits import FixedWindow, Limiter, TokenBucket
 
 T = TypeVar("T")
