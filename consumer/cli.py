@@ -110,7 +110,7 @@ def _ctl(args: argparse.Namespace) -> int:
     from consumer.config import load_config
     from consumer.state import control
 
-    config = load_config(args.config)
+    config = load_config(args.config, credentials=False)  # vendor secrets are not needed
     if args.action == "status":
         return control.status(config, sys.stdout)
     return control.set_paused(config, args.connection, args.action == "pause", sys.stdout)

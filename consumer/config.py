@@ -227,8 +227,13 @@ class Config:
         return self.connections.get(vendor, {}).get(name)
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, substitute, override and check a configuration file."""
+def load_config(
+    path: Path, environ: Mapping[str, str] | None = None, *, credentials: bool = True
+) -> Config:
+    """Read, substitute, override and check a configuration file. ``credentials=False``:
+    the vendors' credentials (``${NAME}`` and ``<key>_file`` under ``connections``) need not
+    be at hand, and are then a placeholder: for ``asset-sync ctl``, which needs only Kafka and
+    the connections' names, so an operator who may pause need not hold every vendor secret."""
     environ = os.environ if environ is None else environ
     try:
         text = path.read_text(encoding="utf-8")
@@ -244,13 +249,18 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(str(path), f"is not valid YAML{where}", what="config file") from None
     if not isinstance(raw, dict):
         raise ConfigError(str(path), "must be a mapping of sections", what="config file")
-    return parse_config(raw, environ)
+    return parse_config(raw, environ, credentials=credentials)
 
 
-def parse_config(raw: dict[str, Any], environ: Mapping[str, str]) -> Config:
+UNSET_CREDENTIAL = "(not needed here)"
+
+
+def parse_config(
+    raw: dict[str, Any], environ: Mapping[str, str], *, credentials: bool = True
+) -> Config:
     tree = _apply_overrides(raw, environ)
-    tree = _substitute(tree, environ, "")
-    tree = _read_secret_files(tree, "")
+    tree = _substitute(tree, environ, "", credentials)
+    tree = _read_secret_files(tree, "", credentials)
     known = {
         "kafka",
         "retry",
@@ -314,17 +324,22 @@ def _deep_copy(value: Any) -> Any:
     return value
 
 
-def _substitute(value: Any, environ: Mapping[str, str], key: str) -> Any:
+def _substitute(value: Any, environ: Mapping[str, str], key: str, credentials: bool = True) -> Any:
     if isinstance(value, dict):
-        return {k: _substitute(v, environ, f"{key}.{k}" if key else k) for k, v in value.items()}
+        return {
+            k: _substitute(v, environ, f"{key}.{k}" if key else k, credentials)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_substitute(v, environ, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [_substitute(v, environ, f"{key}[{i}]", credentials) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in environ:
+            if not credentials and key.startswith("connections."):
+                return UNSET_CREDENTIAL
             raise ConfigError(key, f"environment variable {name} is not set")
         return environ[name]
 
@@ -332,7 +347,7 @@ def _substitute(value: Any, environ: Mapping[str, str], key: str) -> Any:
     return Secret(resolved) if key.rsplit(".", 1)[-1] in SECRET_KEYS else resolved
 
 
-def _read_secret_files(value: Any, key: str) -> Any:
+def _read_secret_files(value: Any, key: str, credentials: bool = True) -> Any:
     """``client_secret_file: PATH`` becomes ``client_secret`` with the file's content (one
     trailing newline dropped), the way Kubernetes users mount Secrets as files."""
     if not isinstance(value, dict):
@@ -342,12 +357,15 @@ def _read_secret_files(value: Any, key: str) -> Any:
         path = f"{key}.{name}" if key else name
         base = name.removesuffix("_file")
         if base == name or base not in SECRET_KEYS:
-            result[name] = _read_secret_files(child, path)
+            result[name] = _read_secret_files(child, path, credentials)
             continue
         if base in value:
             raise ConfigError(path, f"give {base} or {name}, not both")
         if not isinstance(child, str) or not child:
             raise ConfigError(path, "must be the path of a file")
+        if not credentials and path.startswith("connections."):
+            result[base] = Secret(UNSET_CREDENTIAL)
+            continue
         try:
             text = Path(child).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -409,7 +427,7 @@ def _to_bool(value: Any) -> bool:
 # bool, secret, rate, statuses), and which keys it needs. Kept here, with the rest of what a
 # user may write, rather than on the vendor clients: the configuration is read and checked
 # without importing them (they import it), so the two modules form no import circle.
-# tests/unit/test_package.py checks that every vendor has an entry and that no module imports
+# tests/unit/test_layout.py checks that every vendor has an entry and that no module imports
 # itself round.
 
 

@@ -140,6 +140,15 @@ def wait_for_partitions(consumer: KafkaConsumer, topic: str, timeout_s: float) -
         time.sleep(0.2)
 
 
+def rejoin_workaround_applies(consumer: KafkaConsumer) -> bool:
+    """Whether this kafka-python has the internals ``rejoin_if_join_dropped`` reads (a later
+    version may not: then the service says so at start, instead of silently not recovering)."""
+    coordinator: Any = getattr(consumer, "_coordinator", None)
+    return all(
+        hasattr(coordinator, name) for name in ("_join_task", "need_rejoin", "request_rejoin")
+    )
+
+
 def rejoin_if_join_dropped(consumer: KafkaConsumer) -> bool:
     """Work around kafka-python 3.0.12 dropping a finished rebalance; call after every poll.
 

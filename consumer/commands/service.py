@@ -32,6 +32,7 @@ from consumer.broker.kafka_clients import (
     make_consumer,
     make_producer,
     rejoin_if_join_dropped,
+    rejoin_workaround_applies,
     wait_for_partitions,
 )
 from consumer.broker.offsets import OffsetTracker
@@ -161,6 +162,11 @@ class Service:
         self._freshness = await self._start_freshness()  # before the first assignment
         await self._in_kafka(consumer.subscribe, [kafka.topic], None, Rebalance(self))
         self._consumer = consumer
+        if not rejoin_workaround_applies(consumer):
+            log.warning(
+                "this kafka-python has changed: a rebalance it drops is not recovered "
+                "(consumer/broker/kafka_clients.py rejoin_if_join_dropped)"
+            )
         self._dispatcher = Dispatcher(self.config)
         self._pipeline = Pipeline(
             self.config,
@@ -371,7 +377,7 @@ class Service:
         dead-lettered merely because of the shutdown: unfinished records stay uncommitted."""
         if self._pipeline is not None:
             grace = self.config.dispatch.shutdown_grace_s
-            if not await self._pipeline.wait_idle(grace):
+            if not await self._pipeline.wait_stoppable(grace):
                 log.warning(
                     "grace period over; unfinished records will be consumed again",
                     extra={"fields": {"unfinished": self.tracker.unfinished()}},

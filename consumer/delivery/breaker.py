@@ -191,6 +191,7 @@ class CircuitBreaker:
         # told of every pause and resume: the connection's pacer holds its queue as well
         self.on_pause: list[Callable[[bool], None]] = []
         self._waiters: deque[asyncio.Future[bool]] = deque()
+        self._resumed: asyncio.Event | None = None  # made on first use, on the loop
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
 
@@ -208,7 +209,17 @@ class CircuitBreaker:
         self.machine.pause(paused)
         for listener in self.on_pause:
             listener(paused)
+        if not paused and self._resumed is not None:
+            self._resumed.set()
+            self._resumed = None
         self._wake()
+
+    async def resumed(self) -> None:
+        """Return once the connection is not paused (at once when it is not)."""
+        while self.paused:
+            if self._resumed is None:
+                self._resumed = asyncio.Event()
+            await self._resumed.wait()
 
     def clock(self) -> float:
         """The retry budget's clock: it only runs while the breaker is closed."""

@@ -70,6 +70,7 @@ class Work:
     dropped: bool = False
     waiting: Waiting | None = None  # its connection's, while it is unfinished here
     span: Span | None = None  # its ``consume`` span while tracing is on (telemetry/tracing.py)
+    held: bool = False  # waiting for its connection to be resumed: nothing of it is sent
 
 
 # One configured connection's unfinished events (queued or in flight), each with when it was
@@ -178,11 +179,14 @@ class Pipeline:
             for index, work in enumerate(queue):
                 if work.tp not in partitions:
                     continue
-                if index == 0 and key in self._drains:
+                if index == 0 and key in self._drains and not work.held:
                     in_flight.append((key, work))
                 else:
                     work.dropped = True
                     self._unwait(work)
+            worker = self._drains.get(key)
+            if worker is not None and queue and queue[0].dropped:  # held by a pause: cancel
+                worker.cancel()
         deadline = time.monotonic() + grace_s
         while in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -194,6 +198,28 @@ class Pipeline:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
         except TimeoutError:
             return False
+        return True
+
+    async def wait_stoppable(self, timeout_s: float) -> bool:
+        """Shutdown: wait until nothing is in flight, and what is left is only work of paused
+        connections, which would wait for the resume (it stays uncommitted for the next
+        owner); False when time ran out first."""
+        deadline = time.monotonic() + timeout_s
+        while not self._idle.is_set() and not self._only_paused_left():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    def _only_paused_left(self) -> bool:
+        breakers = self.dispatcher.breakers
+        for key, queue in self._queues.items():
+            head = queue[0] if queue else None
+            if head is not None and head.held:
+                continue
+            breaker = breakers.get(key[:2])
+            if key in self._drains or breaker is None or not breaker.paused:
+                return False  # on its way, or of a connection that is not paused
         return True
 
     async def cancel_all(self) -> None:
@@ -337,6 +363,17 @@ class Pipeline:
             finally:
                 work.span = None
 
+    async def _wait_while_paused(self, work: Work, lane: Lane) -> None:
+        """An operator paused the connection (consumer/state/control.py): wait here, before
+        taking a slot of the all-vendors count, so that paused work holds none of it."""
+        breaker = self.dispatcher.breakers.get(lane.connection)
+        if breaker is not None and breaker.paused:
+            work.held = True
+            try:
+                await breaker.resumed()
+            finally:
+                work.held = False
+
     async def _deliver_or_raise(self, work: Work, lane: Lane) -> None:
         event = work.event
         identity = (event.source, event.id)  # CloudEvents identity: source and id together
@@ -354,6 +391,7 @@ class Pipeline:
                 self.tracker.finish(work.tp, work.record.offset)
                 return
             event = verdict.event
+        await self._wait_while_paused(work, lane)
         gauge = lane.inflight
         async with lane.slots:
             if gauge is None:  # no such connection: the dispatcher refuses it at once

@@ -375,7 +375,8 @@ def summarize(config: Config, view: ControlView, now: float) -> tuple[list[Row],
         paused = pause is not None and pause.paused
         states = []
         if paused:  # said so on the topic; "pausing" until every replica reports it obeyed
-            states.append("paused" if all(f.paused for f in figures) else "pausing")
+            obeyed = bool(figures) and all(f.paused for f in figures)
+            states.append("paused" if obeyed else "pausing")
         elif any(f.paused for f in figures):
             states.append("resuming")
         if any(f.breaker != State.CLOSED.name.lower() for f in figures):

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kafka.structs import TopicPartition
 from prometheus_client import REGISTRY
 
 from consumer.broker.dead_letter import SourceRecord
@@ -212,5 +213,64 @@ def test_requests_queued_behind_the_pace_wait_for_the_resume(fakes: FakeVendors)
         finally:
             await pipeline.cancel_all()
             await dispatcher.close()
+
+    asyncio.run(run())
+
+
+def test_paused_work_holds_no_slot_of_the_other_connections(fakes: FakeVendors) -> None:
+    """With two slots for every vendor together, five paused Trelica assets take none of
+    them: Lexful still flows."""
+    trelica = [update("trelica", asset, 0) for asset in range(5)]
+
+    async def run() -> None:
+        cfg = parse_config(
+            {
+                "connections": fakes.connections(),
+                "retry": RETRY,
+                "dispatch": {"max_in_flight": 2, "max_in_flight_per_connection": 2},
+            },
+            environ={},
+        )
+        dispatcher = Dispatcher(cfg, rand=lambda: 0.5)
+        pipeline = Pipeline(cfg, dispatcher, NoDeadLetters(), OffsetTracker())
+        control = Control(cfg, "test", replica="r3")
+        control.obey(dispatcher.breakers)
+        try:
+            control_record(control, 0, paused=True)
+            for offset, event in enumerate([*trelica, *(lexful(n) for n in range(4))]):
+                pipeline.submit(SourceRecord("t", 0, offset, 0, None, b"", ()), event)
+            await until(lambda: len(fakes.lexful.succeeded()) == 4, "lexful delivered", 10)
+            assert fakes.trelica.received == []
+            control_record(control, 1, paused=False)
+            assert await pipeline.wait_idle(20)
+            assert sorted(markers(fakes)) == sorted(f"{a}-0" for a in range(5))
+        finally:
+            await pipeline.cancel_all()
+            await dispatcher.close()
+
+    asyncio.run(run())
+
+
+def test_a_revocation_or_a_stop_does_not_wait_for_paused_work(fakes: FakeVendors) -> None:
+    """Paused work is not on the wire: a revocation drops it at once (the new owner has it)
+    and a shutdown does not spend its grace period on it."""
+
+    async def run() -> None:
+        harness = Harness(fakes)
+        try:
+            control_record(harness.control, 0, paused=True)
+            harness.submit(update("trelica", 0, 0), update("trelica", 1, 0))
+            await asyncio.sleep(0.2)  # both wait for the resume
+            started = time.monotonic()
+            assert await harness.pipeline.wait_stoppable(5)
+            assert time.monotonic() - started < 1
+            await harness.pipeline.settle({TopicPartition("t", 0)}, grace_s=3)
+            assert time.monotonic() - started < 1
+            assert harness.waiting() == 0
+            control_record(harness.control, 1, paused=False)
+            await asyncio.sleep(0.3)
+            assert fakes.trelica.received == []  # dropped: nothing of it is sent
+        finally:
+            await harness.close()
 
     asyncio.run(run())

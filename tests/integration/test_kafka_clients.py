@@ -8,7 +8,7 @@ import time
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewPartitions
 
-from consumer.broker.kafka_clients import rejoin_if_join_dropped
+from consumer.broker.kafka_clients import rejoin_if_join_dropped, rejoin_workaround_applies
 
 
 class SlowRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -41,6 +41,7 @@ def test_a_rebalance_whose_join_outlives_the_poll_is_applied(
         enable_auto_commit=False,
         metadata_max_age_ms=500,
     )
+    assert rejoin_workaround_applies(consumer)  # this kafka-python is the one worked around
     listener = SlowRevoke()
     consumer.subscribe([topic], listener=listener)
     try:

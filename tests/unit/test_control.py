@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from consumer.config import BreakerConfig, parse_config
+from consumer.config import BreakerConfig, load_config, parse_config
 from consumer.delivery.breaker import Admission, Breaker, CircuitBreaker, State
 from consumer.errors import ConfigError, UsageError
 from consumer.state.control import (
@@ -156,6 +157,14 @@ def test_status_sums_fresh_reports_and_tells_paused_from_pausing() -> None:
     assert summarize(config(), view, now)[0][0].state == "resuming"
 
 
+def test_a_pause_no_replica_reported_yet_is_pausing() -> None:
+    view = ControlView("changes.control")
+    view.apply(0, 0, b"pause/trelica/default", Pause(True, "ops@h", "t1").to_json())
+    rows, replicas = summarize(config(), view, 1000.0)
+    assert replicas == 0
+    assert {r.connection: r.state for r in rows}["trelica/default"] == "pausing"
+
+
 def test_unreadable_records_are_ignored() -> None:
     view = ControlView("changes.control")
     view.apply(0, 0, b"pause/trelica/default", b"{not json")
@@ -197,6 +206,41 @@ def test_ctl_with_an_unknown_connection_exits_2_before_any_broker_call(tmp_path:
             "asset-sync ctl: unknown connection 'webflow/x': give VENDOR/CONNECTION as "
             "configured (configured: webflow/default)"
         ]
+
+
+def test_ctl_needs_no_vendor_credential(tmp_path: Path) -> None:
+    """Whoever may pause need not hold the vendors' secrets: unset ${NAME}s and unreadable
+    secret files under ``connections`` do not stop ``ctl`` (it goes on to the broker, which
+    is unreachable here: exit 1 naming it), while they do stop ``run``'s configuration."""
+    path = tmp_path / "config.yaml"
+    raw = {
+        "kafka": {"bootstrap_servers": "127.0.0.1:1", "topic": "changes"},
+        "connections": {
+            "webflow": {"default": {"base_url": "https://w.example", "token": "${WF_TOKEN}"}},
+            "trelica": {
+                "default": {
+                    "base_url": "https://t.example",
+                    "client_id": "id",
+                    "client_secret_file": str(tmp_path / "missing"),
+                }
+            },
+        },
+    }
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="WF_TOKEN"):
+        load_config(path, {})
+    loaded = load_config(path, {}, credentials=False)
+    assert loaded.connection("trelica", "default") is not None
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer", "ctl", "pause", "--config", str(path), "webflow/x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "WF_TOKEN"},
+    )
+    assert done.returncode == 2, done.stderr  # got past the configuration to the argument
+    assert "unknown connection 'webflow/x'" in done.stderr
 
 
 def test_the_control_topic_is_named_after_the_source_unless_set() -> None:

@@ -23,15 +23,13 @@ def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         for node in ast.walk(ast.parse(path.read_text())):
-            targets: list[str] = []
+            targets: set[str] = set()
             if isinstance(node, ast.ImportFrom) and node.module:
-                targets = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+                # ``from a.b import c, d``: each of c and d that is a module, and a.b itself
+                targets = {f"{node.module}.{a.name}" for a in node.names} | {node.module}
             elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            for target in targets:
-                if target in modules and target != name:
-                    graph[name].add(target)
-                    break  # ``from a.b import c``: c when it is a module, else a.b
+                targets = {a.name for a in node.names}
+            graph[name] |= {t for t in targets if t in modules and t != name}
     return graph
 
 
