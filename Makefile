@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup tools demo test lint unit broker broker-stop bench audit clean
+.PHONY: setup tools bench-tools demo test lint unit broker broker-stop bench audit clean
 
 KUSTOMIZE_VERSION := v5.7.1
 # helm from the Go module proxy, built as helm's own Makefile does: the -X flags give it its
@@ -37,6 +37,22 @@ tools:
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else echo "promtool is missing: sudo apt-get install prometheus" >&2; exit 1; fi; }
+
+## bench-tools: the bench's Go binaries in .local/bin (Go module proxy): the Webflow simulator,
+## and Benthos v4.27 for scenario 11, stock and with its HTTP keep-alive pool raised
+BENCH_GO := GOFLAGS='-mod=mod -buildvcs=false' go build -trimpath
+# Benthos v4.27 predates Go 1.23's check of go:linkname (parquet-go reaches into the runtime)
+BENTHOS_GO := $(BENCH_GO) -ldflags=-checklinkname=0
+bench-tools: .local/bin/webflow-simulator .local/bin/benthos .local/bin/benthos-keepalive
+
+.local/bin/webflow-simulator: bench/simulator/go.mod bench/simulator/main.go
+	cd bench/simulator && $(BENCH_GO) -o $(CURDIR)/$@ .
+
+.local/bin/benthos: bench/benthos/go.mod bench/benthos/main.go
+	cd bench/benthos && $(BENTHOS_GO) -o $(CURDIR)/$@ .
+
+.local/bin/benthos-keepalive: bench/benthos/go.mod bench/benthos/main.go bench/benthos/keepalive.go
+	cd bench/benthos && $(BENTHOS_GO) -tags keepalive -o $(CURDIR)/$@ .
 
 ## test: lint, type-check and every test (unit and integration against a real broker)
 test: setup tools lint

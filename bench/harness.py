@@ -28,15 +28,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass
 class Simulator:
-    """``python -m tests.fakes`` with the scenario's latency, rate limit and outages."""
+    """``python -m tests.fakes`` with the scenario's latency, rate limit and outages, or
+    another simulator ``command`` that speaks the same (bench/simulator: Webflow only)."""
 
     args: list[str]
+    command: list[str] | None = None
     proc: subprocess.Popen[bytes] | None = None
     connections: dict[str, Any] = field(default_factory=dict)
 
     def __enter__(self) -> Simulator:
+        command = self.command or [sys.executable, "-m", "tests.fakes", "--quiet"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakes", "--quiet", *self.args],
+            [*command, *self.args],
             cwd=ROOT,
             stdout=subprocess.PIPE,
         )
@@ -49,11 +52,27 @@ class Simulator:
         self.proc.terminate()
         self.proc.wait(10)
 
+    def cpu_s(self) -> float:
+        assert self.proc is not None
+        return cpu_seconds(self.proc.pid)
+
     def stats(self, vendor: str) -> dict[str, Any]:
         url = self.connections[vendor]["default"]["base_url"] + "/_stats"
         with urllib.request.urlopen(url, timeout=5) as response:
             stats: dict[str, Any] = json.loads(response.read())
         return stats
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def go_binary(name: str) -> Path:
+    """A Go binary of the bench (Makefile ``bench-tools``), built once into .local/bin."""
+    subprocess.run(["make", "-s", f".local/bin/{name}"], cwd=ROOT, check=True)
+    return ROOT / ".local" / "bin" / name
 
 
 class Bench:
@@ -169,9 +188,7 @@ class Service:
         raise TimeoutError(f"the service was not ready in {timeout_s}s")
 
     def cpu_s(self) -> float:
-        """CPU seconds (user + system) the process has used so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         if self.profiler is not None:

@@ -1,0 +1,247 @@
+"""Scenario 11 (issue 16): asset-sync side by side with Benthos v4.27, the engine of Redpanda
+Connect, doing the same job: Webflow updates from one pre-loaded topic to the compiled Webflow
+simulator (bench/simulator), with 256 requests in flight.
+
+The three systems take turns on the same topic (each with a consumer group of its own) and a
+fresh simulator each, round after round: asset-sync, Benthos stock, Benthos built with
+net/http's idle connections per host raised from 2 to 512 (bench/benthos/keepalive.go). Every
+figure is taken between the simulator's first and last accepted update: events/s, CPU-seconds
+of the consuming process (``/proc/<pid>/stat``) per 1,000 events, and per-asset order
+inversions (an accepted ``update N`` of an asset after a higher N of it: the simulator counts
+them). The instant round also runs asset-sync against ``python -m tests.fakes`` to weigh the
+two simulators' own CPU per 1,000 requests.
+
+What the Benthos pipeline guarantees as configured here (the one run): at-least-once delivery
+(the Kafka offset is committed after the output acknowledged the message), and *no* per-key
+order: ``max_in_flight: 256`` sends up to 256 updates at once and a retried one lands after
+later updates of its asset. Benthos keeps per-key order only in lock-step
+(``max_in_flight: 1`` with ``checkpoint_limit: 1``), one request at a time, which this scenario
+does not run. Events failing the schema are dropped and logged (asset-sync dead-letters
+them); a request answered other than 2xx is retried (429 with backoff, the rest every 0.2 s,
+50 times, then the message is replayed).
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.harness import ROOT, Bench, Service, Simulator, cpu_seconds, go_binary
+from bench.scenarios import Row, records
+from consumer.local.local_kafka import free_port
+
+SYSTEMS = ("asset-sync", "benthos", "benthos-keepalive")
+LABELS = {
+    "asset-sync": "asset-sync",
+    "benthos": "Benthos stock",
+    "benthos-keepalive": "Benthos, keep-alive pool raised",
+    "asset-sync-py": "asset-sync, Python simulator",
+}
+ASSETS, PARTITIONS = 5000, 8
+
+# Envelope checks the data schema cannot make, the URL parts, and the body without localeId
+# (the schemas/README.md rules: localeId goes to the query).
+PREPARE = """
+let wanted = ["1.0", "assetsync.asset.update", "webflow"]
+let got = [this.specversion, this.type, this.vendor]
+root = if $got != $wanted { throw("not a Webflow asset-sync event") } else { this.data }
+meta asset_id = this.data.asset_id
+meta locale_query = if this.data.changes.localeId != null {
+  "?localeId=" + this.data.changes.localeId
+} else { "" }
+"""
+
+
+@dataclass
+class Result:
+    rate: float  # events/s between the first and the last accepted update
+    cpu_per_1000: float  # CPU-seconds of the consuming process per 1,000 accepted updates
+    inversions: int
+    repeats: int
+    sim_cpu_per_1000: float  # the simulator's CPU-seconds per 1,000 requests
+
+
+def benthos_config(
+    bench: Bench, topic: str, group: str, connection: dict[str, Any]
+) -> tuple[Path, Path]:
+    """The Benthos pipeline doing asset-sync's job for Webflow; returns (config, log)."""
+    config = {
+        "http": {"address": f"127.0.0.1:{free_port()}"},
+        "logger": {"level": "WARN", "format": "logfmt"},
+        "input": {
+            "kafka_franz": {
+                "seed_brokers": [bench.broker.bootstrap],
+                "topics": [topic],
+                "consumer_group": group,
+                "start_from_oldest": True,
+            }
+        },
+        "pipeline": {
+            "processors": [
+                {"mapping": PREPARE},
+                {"json_schema": {"schema_path": f"file://{ROOT / 'schemas' / 'webflow.json'}"}},
+                {
+                    "catch": [
+                        {"log": {"level": "ERROR", "message": "dropped: ${! error() }"}},
+                        {"mapping": "root = deleted()"},
+                    ]
+                },
+                {"mapping": 'root = this.changes.without("localeId")'},
+            ]
+        },
+        "output": {
+            "http_client": {
+                "url": connection["base_url"]
+                + '/v2/assets/${! meta("asset_id") }${! meta("locale_query").or("") }',
+                "verb": "PATCH",
+                "headers": {
+                    "Authorization": f"Bearer {connection['token']}",
+                    "Content-Type": "application/json",
+                },
+                "max_in_flight": 256,
+                "retries": 50,
+                "retry_period": "200ms",
+                "max_retry_backoff": "5s",
+                "backoff_on": [429],
+            }
+        },
+    }
+    path = bench.workdir / f"{group}.benthos.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path, bench.workdir / f"{group}.benthos.log"
+
+
+def run_once(
+    bench: Bench, topic: str, expected: int, system: str, latency_ms: float, timeout_s: float = 600
+) -> Result:
+    """One drain of the topic by one system against a fresh simulator."""
+    python_sim = system == "asset-sync-py"
+    command = None if python_sim else [str(go_binary("webflow-simulator"))]
+    group = f"{topic}-{system}-{uuid.uuid4().hex[:6]}"
+    with Simulator(["--latency-ms", str(latency_ms)], command=command) as sim:
+        service: Service | None = None
+        peer: subprocess.Popen[bytes] | None = None
+        if system.startswith("asset-sync"):
+            service = Service(bench.config(topic, sim.connections, kafka={"group_id": group}))
+            pid = service.proc.pid
+        else:
+            config, log = benthos_config(bench, topic, group, sim.connections["webflow"]["default"])
+            with log.open("wb") as err:
+                peer = subprocess.Popen(
+                    [str(go_binary(system)), "-c", str(config)],
+                    stdout=err,  # Benthos logs to stdout
+                    stderr=err,
+                )
+            pid = peer.pid
+        try:
+            start = cpu = sim_cpu = 0.0
+            requests = ok = 0
+            deadline = time.monotonic() + timeout_s
+            while True:
+                stats = sim.stats("webflow")
+                if not start and stats["ok"]:  # the window opens at the first delivery
+                    start, cpu, sim_cpu = time.monotonic(), cpu_seconds(pid), sim.cpu_s()
+                    requests, ok = sum(stats["by_status"].values()), stats["ok"]
+                if stats["ok"] >= expected:
+                    cpu, sim_cpu = cpu_seconds(pid) - cpu, sim.cpu_s() - sim_cpu
+                    requests = sum(stats["by_status"].values()) - requests
+                    ok = stats["ok"] - ok
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{system}: {stats['ok']} of {expected} in {timeout_s}s")
+                time.sleep(0.05)
+        finally:
+            if service is not None:
+                service.stop()
+            if peer is not None:
+                peer.terminate()
+                peer.wait(60)
+    return Result(
+        rate=stats["ok"] / max(stats["last_ok"] - stats["first_ok"], 1e-6),
+        cpu_per_1000=cpu / max(ok, 1) * 1000,
+        inversions=int(stats.get("inversions", 0)),
+        repeats=int(stats.get("repeats", 0)),
+        sim_cpu_per_1000=sim_cpu / max(requests, 1) * 1000,
+    )
+
+
+def median(results: list[Result], attribute: str) -> float:
+    return float(statistics.median(getattr(r, attribute) for r in results))
+
+
+def peer(bench: Bench, repeat: int, quick: bool) -> list[Row]:
+    count = 20_000 if quick else 50_000
+    data = records(["webflow"], count, assets=ASSETS)
+    rows: list[Row] = []
+    for latency_ms, label in ((0, "instant vendor"), (50, "50 ms vendor")):
+        topic = bench.topic(PARTITIONS)
+        bench.preload(topic, data)
+        systems = (*SYSTEMS, "asset-sync-py") if latency_ms == 0 else SYSTEMS
+        results: dict[str, list[Result]] = {s: [] for s in systems}
+        for _ in range(repeat):  # alternating: every system once per round
+            for system in systems:
+                results[system].append(run_once(bench, topic, count, system, latency_ms))
+        rows += peer_rows(f"11 peer, {label} ({count:,} Webflow events)", results)
+        if latency_ms == 0:
+            go, py = results["asset-sync"], results["asset-sync-py"]
+            rows.append(
+                Row(
+                    "11 vendor simulator, asset-sync's instant drain",
+                    "CPU-ms per 1,000 requests: Go (baseline: Python)",
+                    median(go, "sim_cpu_per_1000") * 1000,
+                    "ms",
+                    median(py, "sim_cpu_per_1000") * 1000,
+                    f"asset-sync's drain on the Python one: {median(py, 'rate'):,.0f}/s",
+                    None,
+                )
+            )
+    return rows
+
+
+def peer_rows(scenario: str, results: dict[str, list[Result]]) -> list[Row]:
+    ours = results["asset-sync"]
+    rows = []
+    for system in ("benthos", "benthos-keepalive"):
+        theirs = results[system]
+        rows += [
+            Row(
+                scenario,
+                f"delivered (baseline: {LABELS[system]})",
+                median(ours, "rate"),
+                "events/s",
+                median(theirs, "rate"),
+                "for scale",
+            ),
+            Row(
+                scenario,
+                f"CPU-ms per 1,000 events (baseline: {LABELS[system]})",
+                median(ours, "cpu_per_1000") * 1000,
+                "ms",
+                median(theirs, "cpu_per_1000") * 1000,
+                "for scale",
+            ),
+        ]
+    inversions = ", ".join(
+        f"{LABELS[s]} {[r.inversions for r in results[s]]}"
+        for s in ("benthos", "benthos-keepalive")
+    )
+    repeats = ", ".join(f"{LABELS[s]} {[r.repeats for r in results[s]]}" for s in results)
+    rows.append(
+        Row(
+            scenario,
+            "per-asset order inversions, each run",
+            max(r.inversions for r in ours),
+            f"(max of {[r.inversions for r in ours]}); {inversions}",
+            None,
+            f"0 for asset-sync; repeats: {repeats}",
+            all(r.inversions == 0 for r in ours),
+        )
+    )
+    return rows

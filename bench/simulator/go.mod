@@ -1,0 +1,3 @@
+module asset-sync/bench/simulator
+
+go 1.22
