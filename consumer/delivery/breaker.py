@@ -104,8 +104,11 @@ class Breaker:
         return Admission.WAIT
 
     def opens_in(self) -> float | None:
-        """Seconds until the open wait ends; None when the breaker is not open."""
-        if self.state is not State.OPEN:
+        """Seconds until the open wait ends (0 or less: it is over); None when the breaker is
+        not open. Reads no ``state``: that would end the wait as a side effect, and a caller
+        that was just told to wait (``admit``) would then find nothing left to time, so the
+        waiters would wait for good (seen about once in four outages)."""
+        if self._state is not State.OPEN:
             return None
         return self.open_until - self.clock()
 
@@ -293,4 +296,5 @@ class CircuitBreaker:
 
     def _ring(self) -> None:
         self._timer = None
+        _ = self.machine.state  # the wait may be over: shown half-open even with no waiter
         self._wake()

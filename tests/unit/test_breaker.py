@@ -226,6 +226,36 @@ def test_a_cancelled_waiter_leaves_and_a_cancelled_probe_hands_on_at_once() -> N
     asyncio.run(scenario())
 
 
+class Edge:
+    """A clock at the end of the open wait: the first reading falls just before it, every
+    later one just after (the timer rings, ``admit`` still sees it open, the re-arm not)."""
+
+    def __init__(self, at: float) -> None:
+        self.at, self.read = at, False
+
+    def __call__(self) -> float:
+        before, self.read = not self.read, True
+        return self.at - 1e-9 if before else self.at + 1e-9
+
+
+def test_the_wait_ending_between_admit_and_the_re_arm_still_lets_the_probe_go() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        breaker = CircuitBreaker(CONFIG, clock=clock)
+        for _ in range(CONFIG.failure_threshold):
+            breaker.release(False, DOWN)
+        waiter = asyncio.ensure_future(breaker.acquire())
+        await asyncio.sleep(0)
+        edge = Edge(breaker.machine.open_until)
+        breaker.machine.clock = edge
+        assert breaker._timer is not None
+        breaker._timer.cancel()  # it is this timer that rings, at the very end of the wait
+        breaker._ring()
+        assert await asyncio.wait_for(waiter, 0.5) is True  # the probe goes
+
+    asyncio.run(scenario())
+
+
 def test_shows_half_open_when_the_wait_is_over_even_with_nobody_waiting() -> None:
     changes: list[State] = []
 
