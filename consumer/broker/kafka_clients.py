@@ -62,18 +62,18 @@ def make_consumer(config: KafkaConfig, client_id: str) -> KafkaConsumer:
 
 def make_producer(config: KafkaConfig, client_id: str, **overrides: Any) -> KafkaProducer:
     """A producer that only reports success once every in-sync replica has the record."""
+    settings = {
+        **connection_settings(config),
+        "client_id": client_id,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "max_block_ms": 10_000,  # a broker that is gone fails the send; callers retry
+        # a dead-letter carries the original value: allow what the broker allows
+        "max_request_size": 8 * 1024 * 1024,
+    }
     try:
-        return KafkaProducer(
-            **connection_settings(config),
-            client_id=client_id,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            max_block_ms=10_000,  # a broker that is gone fails the send; callers retry
-            # a dead-letter carries the original value: allow what the broker allows
-            max_request_size=8 * 1024 * 1024,
-            **overrides,
-        )
+        return KafkaProducer(**{**settings, **overrides})
     except KafkaError as exc:
         raise BrokerError(f"cannot connect to {config.bootstrap_servers}: {exc}") from None
 

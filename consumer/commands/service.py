@@ -185,9 +185,12 @@ class Service:
         try:
             while not self._stopping.is_set():
                 batches = await self._in_kafka(self._poll_once)
-                for records in batches.values():
+                for tp, records in batches.items():
                     consumed.inc(len(records))
-                    for r in records:
+                    parsed = [parse_record(r.value, r.headers) for r in records]
+                    if self._freshness is not None:  # one store read for the whole batch
+                        self._freshness.read_ahead(tp.partition, parsed)
+                    for r, event in zip(records, parsed, strict=True):
                         source = SourceRecord(
                             r.topic,
                             r.partition,
@@ -197,7 +200,7 @@ class Service:
                             r.value,
                             tuple(r.headers or ()),
                         )
-                        self._pipeline.submit(source, parse_record(r.value, r.headers))
+                        self._pipeline.submit(source, event)
                 await self._maybe_commit()
                 await asyncio.sleep(0)
         finally:
@@ -288,7 +291,7 @@ class Service:
         if not self.config.freshness.enabled:
             return None
         partitions = await self._in_kafka(ensure_changelog_topic, self.config)
-        freshness = Freshness(self.config, self._producer, partitions)
+        freshness = Freshness(self.config, partitions)
         await freshness.start(self.tracker.finish)
         return freshness
 

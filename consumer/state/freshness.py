@@ -36,12 +36,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import date
+from functools import partial
 from typing import Any, NamedTuple
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
+from consumer.broker.kafka_clients import make_producer
 from consumer.config import Config
 from consumer.events import Event
 from consumer.state.freshness_store import (
@@ -64,6 +66,7 @@ FLUSH_INTERVAL_S = 0.25
 WRITE_RETRY_S = (0.5, 1, 2, 5, 10, 30)
 RECENT_ENTRY_KB = 1  # what one remembered field map costs in memory, rounded up
 KEEP_S = 300.0  # how long a revoked partition's store is kept in case it comes straight back
+READ_AHEAD_MAX = 50_000  # field maps read ahead and not used yet (beyond it the oldest go)
 _TIME = re.compile(
     r"^(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:[Zz]|([+-])(\d\d):(\d\d))$"
 )
@@ -184,10 +187,10 @@ class Freshness:
     record's offset is finished once the changelog has what it taught. The rebalance listener
     calls ``assign`` and ``revoke``; the poll loop keeps ``not_ready`` partitions paused."""
 
-    def __init__(self, config: Config, producer: KafkaProducer, partitions: int) -> None:
+    def __init__(self, config: Config, partitions: int) -> None:
         self.config = config
         self.topic = changelog_topic(config)
-        self.producer = producer
+        self.producer: KafkaProducer | None = None  # made by start()
         self._loop = asyncio.get_running_loop()
         self._dir = StoreDir(config.freshness.store_dir)
         # A quarter of cache_mb is SQLite's page cache, shared out among the partitions; the
@@ -207,6 +210,8 @@ class Freshness:
         self._not_ready: dict[int, int] = {}  # partition -> generation being restored
         self._generation = 0
         self._overlay: dict[Asset, Snapshot] = {}  # learned, not yet in the store
+        # read from the store for a polled batch; None: the store had nothing
+        self._ahead: dict[Asset, Snapshot | None] = {}
         self._dirty: dict[Asset, list[tuple[TopicPartition, int]]] = {}  # waiting to be written
         self._writing: set[int] = set()  # partitions with records in the write under way
         self._finish: Finish | None = None
@@ -219,11 +224,49 @@ class Freshness:
         """Start writing and restoring; returns once the restore consumer is connected, so
         that connecting it never overlaps the group's first rebalance."""
         self._finish = finish
+        # A producer of its own, lingering: writes come as a batch every FLUSH_INTERVAL_S,
+        # sent in as few requests as fit (measured: 26% against 37% throughput cost with the
+        # service's producer, whose 5 ms linger split each batch into many requests).
+        self.producer = await self._loop.run_in_executor(
+            None,
+            partial(
+                make_producer,
+                self.config.kafka,
+                "asset-sync-changelog",
+                linger_ms=50,
+                batch_size=1 << 20,
+            ),
+        )
         self._restorer.start()
         self._flusher = asyncio.ensure_future(self._flush_forever())
         await self._loop.run_in_executor(None, self._restorer.connected.wait, 30.0)
 
     # --- delivery (event loop) ---------------------------------------------------------------
+    def read_ahead(self, partition: int, events: Iterable[Event | Any]) -> None:
+        """Read the field maps of a polled batch's assets from the store in one query (loop).
+
+        One SQLite call per event would let the other threads take the GIL once per event
+        (measured: 55 µs an event in the service against 4 µs alone). What is read stays
+        current: an asset learned later is dropped from here, and one learned before and
+        not written yet is not read (``check`` finds it in the overlay)."""
+        store = self._stores.get(partition)
+        if store is None:  # not restored yet: check() reads it one by one
+            return
+        wanted = []
+        for event in events:
+            if isinstance(event, Event) and order_key(event) is not None:
+                asset = (partition, asset_of(event))
+                if asset not in self._overlay and asset not in self._recent:
+                    wanted.append(asset[1])
+        if not wanted:
+            return
+        found = store.get_many(wanted)
+        ahead = self._ahead
+        for name in wanted:
+            ahead[(partition, name)] = found.get(name)
+        while len(ahead) > READ_AHEAD_MAX:
+            del ahead[next(iter(ahead))]
+
     async def check(self, partition: int, event: Event) -> Verdict | None:
         """None: the event has no order key and goes as it is."""
         key = order_key(event)
@@ -235,11 +278,13 @@ class Freshness:
             await ready.wait()
             store = self._stores.get(partition)
         asset = asset_of(event)
-        snapshot = self._overlay.get((partition, asset))
+        held = (partition, asset)
+        snapshot = self._overlay.get(held)
         if snapshot is None:
-            snapshot = self._recent.get((partition, asset))
+            snapshot = self._recent.get(held)
             if snapshot is None:
-                snapshot = store.get(asset)
+                ahead = self._ahead
+                snapshot = ahead.pop(held) if held in ahead else store.get(asset)
         verdict = decide(event, key, snapshot, asset)
         if verdict.stale:
             self._stale_fields[event.vendor].inc(len(verdict.stale))
@@ -270,6 +315,7 @@ class Freshness:
         asset = (partition, verdict.asset)
         # what check() read is still current: an asset's updates are delivered one at a time
         self._overlay[asset] = learn(verdict.snapshot, verdict)
+        self._ahead.pop(asset, None)  # read before this was learned
         waiting = self._dirty.get(asset)
         if waiting is None:
             self._dirty[asset] = [(tp, offset)]
@@ -387,10 +433,13 @@ class Freshness:
             if last:
                 self._loop.call_soon_threadsafe(_settle, done)
 
+        producer = self.producer
+        assert producer is not None
+
         def send_all() -> None:
             last: dict[int, Any] = {}
             for partition, key, value in records:
-                future = self.producer.send(self.topic, key=key, value=value, partition=partition)
+                future = producer.send(self.topic, key=key, value=value, partition=partition)
                 futures.append(future)
                 last[partition] = future
             left[0] = len(last)
@@ -453,7 +502,7 @@ class Freshness:
         records again); a store that is fully written is kept a while in case it comes back."""
         for asset in [a for a in self._dirty if a[0] in partitions]:
             del self._dirty[asset]
-        for held in (self._overlay, self._recent):
+        for held in (self._overlay, self._recent, self._ahead):
             for asset in [a for a in held if a[0] in partitions]:
                 del held[asset]
         for partition in partitions:
@@ -516,6 +565,8 @@ class Freshness:
         if self._flusher is not None:
             self._flusher.cancel()
         await asyncio.get_running_loop().run_in_executor(None, self._restorer.stop)
+        if self.producer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.producer.close, 5)
         for store in self._stores.values():
             store.discard()
         for store, _, _ in self._kept.values():

@@ -4,6 +4,7 @@ the processes are in tests/integration/test_freshness.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -218,3 +219,64 @@ def test_a_replace_older_than_any_field_goes_as_a_patch_of_its_own_fresh_fields(
     assert learn(snapshot, verdict)["tags.site"] == S3  # the newer field is still remembered
     fresh = decide(replace, sequence_key("4"), snapshot)
     assert fresh.reset and fresh.event.data["mode"] == "replace"
+
+
+# --- the read-ahead of a polled batch -------------------------------------------------------
+# Freshness.check reads an asset's map from, in turn: what was learned and not written, the
+# maps used last, what read_ahead() read for the polled batch, the store. A map read ahead must
+# never be used once the asset learned something newer, even after the maps used last forgot it.
+def _freshness(tmp_path: Any) -> Any:
+    from kafka.structs import TopicPartition
+
+    from consumer.config import parse_config
+    from consumer.state.freshness import Freshness
+    from consumer.state.freshness_store import PartitionStore
+
+    raw = {"kafka": {"topic": "changes"}, "freshness": {"store_dir": str(tmp_path)}}
+    freshness = Freshness(parse_config(raw, {}), partitions=1)
+    freshness._stores[0] = PartitionStore(tmp_path, 0, 256)
+    freshness._recent_max = 0  # the maps used last forget at once: the store or nothing
+    freshness._finish = lambda tp, offset: None
+    return freshness, TopicPartition("changes", 0)
+
+
+def _written(freshness: Any) -> None:
+    """What the changelog write does to the store (the records themselves are not sent)."""
+    batch, freshness._dirty = freshness._dirty, {}
+    freshness._store_batch(batch)
+
+
+def _trelica(sequence: str, *fields: str) -> Event:
+    return update("trelica", dict.fromkeys(fields, f"v{sequence}"), sequence=sequence)
+
+
+def test_a_map_read_ahead_is_not_used_once_the_asset_learned_something_newer(
+    tmp_path: Any,
+) -> None:
+    asyncio.run(_read_ahead_then_learned(tmp_path, learned_first=False))
+
+
+def test_an_asset_learned_and_not_written_yet_is_not_read_ahead(tmp_path: Any) -> None:
+    asyncio.run(_read_ahead_then_learned(tmp_path, learned_first=True))
+
+
+async def _read_ahead_then_learned(tmp_path: Any, learned_first: bool) -> None:
+    """Update 5 sets notes and status, update 7 status only, so that the map after 7 keeps
+    notes at 5 only if 7 was checked against what 5 taught: an update 4 of notes is stale."""
+    freshness, tp = _freshness(tmp_path)
+    try:
+        five = await freshness.check(0, _trelica("5", "notes", "status"))
+        if learned_first:  # learned, not written, when the next batch is polled
+            freshness.learned(tp, 0, five)
+        freshness.read_ahead(0, [_trelica("7", "status")])  # the store has nothing yet
+        if not learned_first:  # the batch was polled while 5 was being delivered
+            freshness.learned(tp, 0, five)
+        _written(freshness)
+        seven = await freshness.check(0, _trelica("7", "status"))
+        freshness.learned(tp, 1, seven)
+        _written(freshness)
+        late = await freshness.check(0, _trelica("4", "notes"))
+        assert late is not None and late.nothing_left, late
+    finally:
+        freshness._stores[0].discard()
+        freshness._dir.close()
