@@ -175,6 +175,19 @@ class FreshnessConfig:
 
 
 @dataclass(frozen=True)
+class ParkingConfig:
+    """Parking (consumer/delivery/parking.py): the events of a connection that is down or
+    paused, beyond ``backlog`` waiting, move to a parking topic of that connection and come
+    back, in order, once it is available again; memory and the other connections are then
+    unaffected by an outage of any length."""
+
+    enabled: bool = False
+    backlog: int = 1000  # waiting events of an unavailable connection before it parks
+    max_age_s: float = 7 * 86400.0  # a parked event older than this is dead-lettered: expired
+    topic_prefix: str | None = None  # None: <kafka.topic>.parked (+ .<vendor>.<connection>)
+
+
+@dataclass(frozen=True)
 class TracingConfig:
     """OpenTelemetry spans (consumer/telemetry/tracing.py), off by default; ``OTEL_TRACES_EXPORTER``
     switches them on as well, and the other ``OTEL_*`` variables tune them."""
@@ -217,6 +230,7 @@ class Config:
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     freshness: FreshnessConfig = field(default_factory=FreshnessConfig)
+    parking: ParkingConfig = field(default_factory=ParkingConfig)
     state: StateConfig = field(default_factory=StateConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
@@ -269,6 +283,7 @@ def parse_config(
         "dispatch",
         "ingest",
         "freshness",
+        "parking",
         "state",
         "control",
         "tracing",
@@ -289,6 +304,7 @@ def parse_config(
         dispatch=_section(DispatchConfig, tree, "dispatch"),
         ingest=_section(IngestConfig, tree, "ingest"),
         freshness=_section(FreshnessConfig, tree, "freshness"),
+        parking=_section(ParkingConfig, tree, "parking"),
         state=_section(StateConfig, tree, "state"),
         control=_section(ControlConfig, tree, "control"),
         tracing=_section(TracingConfig, tree, "tracing"),
@@ -667,6 +683,8 @@ def _check_ranges(config: Config) -> None:
         ("kafka.bootstrap_servers", bool(config.kafka.bootstrap_servers.strip()), "is required"),
         ("kafka.topic", bool(config.kafka.topic.strip()), "is required"),
         ("freshness.cache_mb", config.freshness.cache_mb >= 1, "must be at least 1"),
+        ("parking.backlog", config.parking.backlog >= 1, "must be at least 1"),
+        ("parking.max_age_s", config.parking.max_age_s > 0, "must be positive"),
         (
             "freshness.changelog_topic",
             config.freshness.changelog_topic

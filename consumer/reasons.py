@@ -13,4 +13,5 @@ class Reason(StrEnum):
     VENDOR_REJECTED = "vendor_rejected"
     AUTH_FAILED = "auth_failed"
     RETRIES_EXHAUSTED = "retries_exhausted"
+    EXPIRED = "expired"  # parked longer than parking.max_age_s
     INTERNAL_ERROR = "internal_error"  # a bug of ours: dead-lettered, never a stuck offset

@@ -9,11 +9,15 @@ import time
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
+from kafka.admin import NewPartitions, NewTopic
+from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from consumer.config import KafkaConfig, Secret
 from consumer.errors import AssetSyncError
+from consumer.telemetry.logs import get_logger
+
+log = get_logger("kafka")
 
 
 class BrokerError(AssetSyncError):
@@ -55,6 +59,9 @@ def make_consumer(config: KafkaConfig, client_id: str) -> KafkaConsumer:
             session_timeout_ms=config.session_timeout_ms,
             max_poll_interval_ms=config.max_poll_interval_ms,
             heartbeat_interval_ms=min(3000, config.session_timeout_ms // 3),
+            # partition p of every subscribed topic to one member: the parking topics are
+            # co-partitioned with the source (consumer/delivery/parking.py)
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
     except KafkaError as exc:
         raise BrokerError(f"cannot connect to {config.bootstrap_servers}: {exc}") from None
@@ -96,6 +103,39 @@ def ensure_topic(
             return
         with contextlib.suppress(TopicAlreadyExistsError):  # created by another process
             admin.create_topics([NewTopic(name, partitions, -1, topic_configs=settings or {})])
+    except KafkaError as exc:
+        raise BrokerError(f"cannot create {name!r}: {exc}") from None
+    finally:
+        admin.close()
+
+
+def ensure_co_partitioned(config: KafkaConfig, name: str, settings: dict[str, str]) -> int:
+    """Create topic ``name`` with the source topic's partition count, or add partitions to
+    one that has fewer, so that its partition p goes with the source's partition p (one owner
+    for both under the range assignor). Returns the source's partition count."""
+    try:
+        admin = KafkaAdminClient(**connection_settings(config), request_timeout_ms=15_000)
+    except KafkaError as exc:
+        raise BrokerError(f"cannot connect to {config.bootstrap_servers}: {exc}") from None
+    try:
+        existing = set(admin.list_topics())
+        wanted = [t for t in (config.topic, name) if t in existing]
+        described = admin.describe_topics(wanted) if wanted else []
+        counts = {d["name"]: len(d.get("partitions", [])) for d in described}
+        source = counts.get(config.topic, 0)
+        if source == 0:
+            raise BrokerError(f"topic {config.topic!r} does not exist (or has no partitions)")
+        if name not in counts:
+            with contextlib.suppress(TopicAlreadyExistsError):  # created by another replica
+                admin.create_topics([NewTopic(name, source, -1, topic_configs=settings)])
+        elif counts[name] < source:
+            log.warning(
+                "topic has fewer partitions than the source; adding some",
+                extra={"fields": {"topic": name, "partitions": counts[name], "source": source}},
+            )
+            with contextlib.suppress(KafkaError):  # another replica did it meanwhile
+                admin.create_partitions({name: NewPartitions(source)})
+        return source
     except KafkaError as exc:
         raise BrokerError(f"cannot create {name!r}: {exc}") from None
     finally:
@@ -188,9 +228,12 @@ class PublishFailed(AssetSyncError):
 Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 
 
-async def send_acked(producer: KafkaProducer, topic: str, records: list[Record]) -> None:
-    """Produce ``(key, value, headers)`` records in this order and return once the broker
-    acknowledged every one (acks=all); raises ``PublishFailed`` otherwise.
+async def send_acked(
+    producer: KafkaProducer, topic: str, records: list[Record], partition: int | None = None
+) -> None:
+    """Produce ``(key, value, headers)`` records in this order (to ``partition``, or where
+    their keys go) and return once the broker acknowledged every one (acks=all); raises
+    ``PublishFailed`` otherwise.
 
     ``send()`` can block (waiting for metadata or buffer space), so it runs off the event
     loop; kafka-python calls back on its IO thread, and the answers are handed to the loop.
@@ -211,7 +254,7 @@ async def send_acked(producer: KafkaProducer, topic: str, records: list[Record])
 
     def send_all() -> None:
         for (key, value, headers), future in zip(records, done, strict=True):
-            sent = producer.send(topic, key=key, value=value, headers=headers)
+            sent = producer.send(topic, key=key, value=value, headers=headers, partition=partition)
             sent.add_callback(lambda _, f=future: post(f, None))
             sent.add_errback(lambda error, f=future: post(f, error))
 

@@ -38,6 +38,7 @@ from consumer.broker.kafka_clients import (
 from consumer.broker.offsets import OffsetTracker
 from consumer.config import Config
 from consumer.delivery.dispatcher import Dispatcher
+from consumer.delivery.parking import Parking, ensure_parking_topics
 from consumer.delivery.pipeline import Pipeline
 from consumer.events import parse_record
 from consumer.state import connection_state
@@ -103,6 +104,8 @@ class Service:
         self._consumer: KafkaConsumer | None = None
         self._pipeline: Pipeline | None = None
         self._freshness: Freshness | None = None
+        self._parking: Parking | None = None
+        self._parking_task: asyncio.Task[None] | None = None
         self._control: Control | None = None
         self._last_commit = 0.0
         self._last_lag = 0.0
@@ -160,7 +163,10 @@ class Service:
             wait_for_partitions, consumer, kafka.topic, max(1.0, deadline - time.monotonic())
         )
         self._freshness = await self._start_freshness()  # before the first assignment
-        await self._in_kafka(consumer.subscribe, [kafka.topic], None, Rebalance(self))
+        topics = [kafka.topic]
+        if self.config.parking.enabled:  # co-partitioned: the range assignor keeps p together
+            topics += await self._in_kafka(ensure_parking_topics, self.config)
+        await self._in_kafka(consumer.subscribe, topics, None, Rebalance(self))
         self._consumer = consumer
         if not rejoin_workaround_applies(consumer):
             log.warning(
@@ -175,6 +181,15 @@ class Service:
             self.tracker,
         )
         self._pipeline.freshness = self._freshness
+        if self.config.parking.enabled:
+            self._parking = Parking(
+                self.config, self._producer, self.tracker, self._dispatcher.breakers
+            )
+            self._pipeline.parking = self._parking
+            pipeline = self._pipeline
+            self._parking_task = asyncio.ensure_future(
+                self._parking.run(pipeline.waiting_count, pipeline.take_queued)
+            )
         self._control.attach(self._dispatcher.breakers, self._pipeline)
         log.info("consuming", extra={"fields": {"topic": kafka.topic, "group": kafka.group_id}})
 
@@ -185,8 +200,15 @@ class Service:
         try:
             while not self._stopping.is_set():
                 batches = await self._in_kafka(self._poll_once)
+                parking = self._parking
+                if parking is not None:  # parked records first: they are older than the rest
+                    first = [tp for tp in batches if parking.is_parking_topic(tp.topic)]
+                    batches = {tp: batches[tp] for tp in [*first, *batches.keys() - set(first)]}
                 for tp, records in batches.items():
-                    consumed.inc(len(records))
+                    if parking is not None and parking.is_parking_topic(tp.topic):
+                        parking.read(tp, records[-1].timestamp)
+                    else:
+                        consumed.inc(len(records))
                     parsed = [parse_record(r.value, r.headers) for r in records]
                     if self._freshness is not None:  # one store read for the whole batch
                         self._freshness.read_ahead(tp.partition, parsed)
@@ -219,6 +241,8 @@ class Service:
         if rejoin_if_join_dropped(self._consumer):
             log.warning("kafka-python dropped a finished rebalance; joining the group again")
         self._flow_control()
+        if self._parking is not None:
+            self._parking.refresh(self._consumer)
         if time.monotonic() - self._last_lag > LAG_REFRESH_S:
             self._refresh_lag()
         return batches
@@ -239,13 +263,17 @@ class Service:
         # what a restart re-delivers.
         load = max(unfinished / dispatch.max_buffered, uncommitted / dispatch.max_uncommitted)
         paused = self._consumer.paused()
+        held = self._held()
+        if hold := (held & self._consumer.assignment()) - paused:  # e.g. a connection parks
+            self._consumer.pause(*hold)
+            paused = paused | hold
         if load >= 1:
             unpaused = self._consumer.assignment() - paused
             if unpaused:
                 self._consumer.pause(*unpaused)
                 fields = {"unfinished": unfinished, "uncommitted": uncommitted}
                 log.info("buffer full, fetching paused", extra={"fields": fields})
-        elif (resumable := paused - self._held()) and load <= RESUME_FRACTION:
+        elif (resumable := paused - held) and load <= RESUME_FRACTION:
             self._consumer.resume(*resumable)
         metrics.PAUSED_PARTITIONS.set(len(self._consumer.paused()))
         metrics.BUFFERED_EVENTS.set(unfinished)
@@ -298,16 +326,24 @@ class Service:
     def hold(self, assigned: set[TopicPartition]) -> None:
         """Rebalance (IO thread): pause new partitions until their state is restored; the
         poll loop resumes each once it is (``_held``)."""
-        if self._freshness is None or self._consumer is None or not assigned:
+        if self._consumer is None or not assigned:
             return
-        self._freshness.assign(tp.partition for tp in assigned)
-        self._consumer.pause(*assigned)
+        if self._parking is not None:  # held until their parking partitions were looked at
+            self._parking.assigned(assigned)
+        if self._freshness is not None:
+            topic = self.config.kafka.topic
+            self._freshness.assign(tp.partition for tp in assigned if tp.topic == topic)
+        if self._freshness is not None or self._parking is not None:
+            self._consumer.pause(*assigned)
 
     def _held(self) -> set[TopicPartition]:
-        if self._freshness is None:
-            return set()
-        topic = self.config.kafka.topic
-        return {TopicPartition(topic, p) for p in self._freshness.not_ready()}
+        """What stays paused whatever the load: partitions whose freshness state is being
+        restored, and what parking holds (consumer/delivery/parking.py)."""
+        held = set() if self._parking is None else self._parking.held()
+        if self._freshness is not None:
+            topic = self.config.kafka.topic
+            held |= {TopicPartition(topic, p) for p in self._freshness.not_ready()}
+        return held
 
     # --- commits ------------------------------------------------------------------------------
     async def _maybe_commit(self, force: bool = False) -> None:
@@ -341,10 +377,10 @@ class Service:
             commit
             and self._loop is not None
             and self._freshness is not None
-            and self._freshness.pending({tp.partition for tp in partitions})
+            and self._freshness.pending(source := self._source_partitions(partitions))
         ):
             written = asyncio.run_coroutine_threadsafe(  # freshness: finish what was learned
-                self._freshness.settle({tp.partition for tp in partitions}, 1.0), self._loop
+                self._freshness.settle(source, 1.0), self._loop
             )
             with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
                 written.result(2.0)
@@ -363,7 +399,10 @@ class Service:
         if self._loop is not None and self._pipeline is not None:
             self._loop.call_soon_threadsafe(self._pipeline.drop, partitions)
         if self._freshness is not None:  # after the drop: nothing of theirs is learned then
-            self._freshness.revoke(tp.partition for tp in partitions)
+            topic = self.config.kafka.topic
+            self._freshness.revoke(tp.partition for tp in partitions if tp.topic == topic)
+        if self._parking is not None:
+            self._parking.revoked(partitions)
         log.info(
             "partitions released",
             extra={
@@ -373,6 +412,9 @@ class Service:
                 }
             },
         )
+
+    def _source_partitions(self, partitions: set[TopicPartition]) -> set[int]:
+        return {tp.partition for tp in partitions if tp.topic == self.config.kafka.topic}
 
     # --- shutdown -----------------------------------------------------------------------------
     async def _shutdown(self) -> None:
@@ -386,6 +428,8 @@ class Service:
                     extra={"fields": {"unfinished": self.tracker.unfinished()}},
                 )
             await self._pipeline.cancel_all()
+            if self._parking_task is not None:  # what is not parked yet stays uncommitted
+                self._parking_task.cancel()
             if self._freshness is not None:  # what was learned is written, then committed
                 await self._freshness.close(FRESHNESS_CLOSE_S)
             await self._maybe_commit(force=True)

@@ -103,6 +103,18 @@ class Breaker:
             return Admission.PROBE
         return Admission.WAIT
 
+    @property
+    def available(self) -> bool:
+        """Closed and not paused (reads no ``state``: that may end the open wait)."""
+        return not self.paused and self._state is State.CLOSED
+
+    @property
+    def probe_due(self) -> bool:
+        """Not paused, and the next attempt would be the probe (reads no ``state``)."""
+        if self.paused or self._state is State.CLOSED:
+            return False
+        return self._state is State.HALF_OPEN or self.clock() >= self.open_until
+
     def opens_in(self) -> float | None:
         """Seconds until the open wait ends (0 or less: it is over); None when the breaker is
         not open. Reads no ``state``: that would end the wait as a side effect, and a caller
@@ -205,6 +217,14 @@ class CircuitBreaker:
     @property
     def paused(self) -> bool:
         return self.machine.paused
+
+    @property
+    def available(self) -> bool:
+        return self.machine.available
+
+    @property
+    def probe_due(self) -> bool:
+        return self.machine.probe_due
 
     def pause(self, paused: bool) -> None:
         """Pause (no attempt goes; those under way finish) or resume (the waiters go, in

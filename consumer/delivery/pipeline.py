@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,7 @@ from consumer.broker.kafka_clients import PublishFailed
 from consumer.broker.offsets import OffsetTracker
 from consumer.config import Config
 from consumer.delivery.dispatcher import Dispatcher
+from consumer.delivery.parking import Parking
 from consumer.delivery.recent import RecentIds
 from consumer.events import Event, Rejection
 from consumer.outcome import Outcome
@@ -82,6 +83,7 @@ Waiting = dict[Work, float]
 
 class Pipeline:
     freshness: Freshness | None = None  # set by the service when freshness.enabled
+    parking: Parking | None = None  # set by the service when parking.enabled
 
     def __init__(
         self,
@@ -143,6 +145,14 @@ class Pipeline:
                 )
             )
             return
+        parking = self.parking
+        if parking is not None:  # parking hook (consumer/delivery/parking.py)
+            if parking.diverts(tp, parsed.vendor, parsed.connection):
+                parking.park(tp, record, (parsed.vendor, parsed.connection))
+                return
+            if parking.is_parking_topic(tp.topic) and parking.expired(record.timestamp):
+                self._spawn(self._expire(record, tp, parsed))
+                return
         work = Work(record, parsed, tp)
         key = parsed.asset_key
         waiting = self._waiting.get(key[:2])
@@ -157,6 +167,45 @@ class Pipeline:
             lane = self._lanes.get(key[:2]) or self._open_lane(parsed.vendor, parsed.connection)
             lane.ready.append(key)
             self._start_worker(lane)
+
+    def take_queued(
+        self, connection: tuple[str, str], movable: Callable[[str], bool]
+    ) -> list[tuple[TopicPartition, SourceRecord]]:
+        """Parking starts (consumer/delivery/parking.py): hand over the connection's queued
+        records of ``movable`` topics. Per asset only the tail after the last record that
+        stays (the one under way, one read back from parking) goes, so order is kept."""
+        taken: list[tuple[TopicPartition, SourceRecord]] = []
+        lane = self._lanes.get(connection)
+        for key, queue in list(self._queues.items()):
+            if key[:2] != connection:
+                continue
+            under_way = key in self._drains
+            keep = len(queue)
+            while keep > (1 if under_way else 0) and movable(queue[keep - 1].tp.topic):
+                keep -= 1
+            for _ in range(len(queue) - keep):
+                work = queue.pop()
+                work.dropped = True
+                self._unwait(work)
+                taken.append((work.tp, work.record))
+            if not queue:  # none under way: it waited for a worker
+                del self._queues[key]
+                if lane is not None:
+                    with contextlib.suppress(ValueError):
+                        lane.ready.remove(key)
+        return taken
+
+    async def _expire(self, record: SourceRecord, tp: TopicPartition, event: Event) -> None:
+        age_h = (time.time() - record.timestamp / 1000) / 3600
+        await self._dead_letter(
+            record,
+            tp,
+            Reason.EXPIRED,
+            f"parked {age_h:.1f} h, longer than parking.max_age_s",
+            vendor=event.vendor,
+            event_id=event.id,
+            trace=(event.traceparent, event.tracestate),
+        )
 
     def drop(self, partitions: set[TopicPartition]) -> None:
         """Partitions were revoked: stop their work; the new owner will consume it again."""
@@ -233,6 +282,10 @@ class Pipeline:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def waiting_count(self, connection: tuple[str, str]) -> int:
+        """A configured connection's unfinished events (queued or in flight)."""
+        return len(self._waiting.get(connection, ()))
 
     def backlog(self) -> Iterator[tuple[str, str, int, float]]:
         """Each configured connection's unfinished events: (vendor, connection, how many,

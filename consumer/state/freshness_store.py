@@ -29,12 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer
-from kafka.admin import NewPartitions, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka import KafkaConsumer
+from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
-from consumer.broker.kafka_clients import BrokerError, connection_settings
+from consumer.broker.kafka_clients import (
+    BrokerError,
+    connection_settings,
+    ensure_co_partitioned,
+)
 from consumer.config import Config
 from consumer.telemetry.logs import get_logger
 
@@ -56,41 +59,9 @@ def changelog_topic(config: Config) -> str:
 
 
 def ensure_changelog_topic(config: Config) -> int:
-    """Create the changelog with the source topic's partition count, or add partitions to one
-    that has fewer: what is learned from source partition p goes to changelog partition p.
-    Returns the source's partition count."""
-    name = changelog_topic(config)
-    try:
-        admin = KafkaAdminClient(**connection_settings(config.kafka), request_timeout_ms=15_000)
-    except KafkaError as exc:
-        raise BrokerError(f"cannot connect to {config.kafka.bootstrap_servers}: {exc}") from None
-    try:
-        counts = _partition_counts(admin, [config.kafka.topic, name])
-        source = counts.get(config.kafka.topic, 0)
-        if source == 0:
-            raise BrokerError(f"topic {config.kafka.topic!r} does not exist (or has no partitions)")
-        if name not in counts:
-            with contextlib.suppress(TopicAlreadyExistsError):  # created by another replica
-                admin.create_topics([NewTopic(name, source, -1, topic_configs=CHANGELOG_SETTINGS)])
-        elif counts[name] < source:
-            log.warning(
-                "freshness changelog has fewer partitions than the source; adding some",
-                extra={"fields": {"topic": name, "partitions": counts[name], "source": source}},
-            )
-            with contextlib.suppress(KafkaError):  # another replica did it meanwhile
-                admin.create_partitions({name: NewPartitions(source)})
-        return source
-    except KafkaError as exc:
-        raise BrokerError(f"cannot create {name!r}: {exc}") from None
-    finally:
-        admin.close()
-
-
-def _partition_counts(admin: KafkaAdminClient, topics: list[str]) -> dict[str, int]:
-    existing = set(admin.list_topics())
-    wanted = [t for t in topics if t in existing]
-    described = admin.describe_topics(wanted) if wanted else []
-    return {d["name"]: len(d.get("partitions", [])) for d in described}
+    """Create the changelog co-partitioned with the source (what is learned from source
+    partition p goes to changelog partition p). Returns the source's partition count."""
+    return ensure_co_partitioned(config.kafka, changelog_topic(config), CHANGELOG_SETTINGS)
 
 
 class StoreDir:

@@ -82,6 +82,27 @@ EVENT_DELIVERY = Histogram(
     ["vendor"],
     buckets=DELIVERY_BUCKETS,
 )
+EVENTS_PARKED = Counter(
+    "asset_sync_events_parked_total",
+    "Events moved to their connection's parking topic (acknowledged) while it was unavailable.",
+    ["vendor", "connection"],
+)
+PARKED_EVENTS = Gauge(
+    "asset_sync_parked_events",
+    "Events in the connection's parking topic not read back yet (partitions of this replica).",
+    ["vendor", "connection"],
+)
+PARKED_OLDEST_AGE = Gauge(
+    "asset_sync_parked_oldest_age_seconds",
+    "Seconds since the oldest event not read back yet was parked (this replica's partitions; "
+    "0 when none is parked).",
+    ["vendor", "connection"],
+)
+CONNECTION_PARKING = Gauge(
+    "asset_sync_connection_parking",
+    "1 while the connection's new events go to its parking topic, else 0.",
+    ["vendor", "connection"],
+)
 INFLIGHT = Gauge(
     "asset_sync_inflight_events",
     "Events being delivered now, per configured connection.",

@@ -1,0 +1,338 @@
+"""Parking: a connection that is down for hours neither fills memory nor dead-letters.
+
+When a connection is unavailable (its breaker is not closed, or an operator paused it) and
+more than ``parking.backlog`` of its events wait, its queued events move to the connection's
+parking topic (``<prefix>.<vendor>.<connection>``), co-partitioned with the source: an event
+of source partition p goes to parking partition p with its key, value and headers byte for
+byte, plus ``parked.*`` headers saying why and where from. Its source offset is finished once
+the parked copy is acknowledged (acks=all). From then on, until every parked event of that
+partition was read back, the connection's new events of that partition are parked too, so an
+asset's events keep their order. The event under way for an asset stays (it waits for the
+breaker, costing no retry budget), and is delivered before its parked successors.
+
+The service's consumer subscribes to the source and every parking topic; the range assignor
+gives partition p of all of them to one member, so parked events move with their partition
+on a rebalance. A parking partition is paused while its connection parks and is read like the
+source once the connection is available: its events go through the pipeline (and freshness)
+like any, each finished by its own offset. An event parked longer than
+``parking.max_age_s`` is dead-lettered as ``expired`` when it is read back.
+
+Whether a partition's parked events were all read back is the consumer's position against the
+partition's end: nothing else has to outlive a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
+from kafka.structs import TopicPartition
+
+from consumer.broker.dead_letter import SourceRecord
+from consumer.broker.kafka_clients import PublishFailed, ensure_co_partitioned, send_acked
+from consumer.broker.offsets import OffsetTracker
+from consumer.config import Config
+from consumer.delivery.breaker import CircuitBreaker
+from consumer.telemetry import metrics
+from consumer.telemetry.logs import get_logger
+
+log = get_logger("parking")
+Connection = tuple[str, str]  # vendor, connection name
+PARKED_FROM = "parked.from"  # <topic>:<partition>:<offset> of the source record
+PARKED_REASON = "parked.reason"
+TICK_S = 0.5  # how often each connection's availability and backlog are looked at
+PARK_RETRY_S = (0.5, 1, 2, 5, 10, 30)
+DAY_S = 86400.0
+REPORT_S = 1.0  # how often the gauges are set (from what the consumer knows: no broker call)
+
+
+def parking_topics(config: Config) -> dict[str, Connection]:
+    """Each configured connection's parking topic."""
+    prefix = config.parking.topic_prefix or f"{config.kafka.topic}.parked"
+    return {
+        f"{prefix}.{vendor}.{name}": (vendor, name)
+        for vendor, named in config.connections.items()
+        for name in named
+    }
+
+
+def ensure_parking_topics(config: Config) -> list[str]:
+    """Create the parking topics, co-partitioned with the source; kept a day longer than a
+    parked event may wait."""
+    retention_ms = int((config.parking.max_age_s + DAY_S) * 1000)
+    topics = list(parking_topics(config))
+    for name in topics:
+        ensure_co_partitioned(config.kafka, name, {"retention.ms": str(retention_ms)})
+    return topics
+
+
+class Parking:
+    """The pipeline asks ``diverts`` for each source event and hands what it takes to
+    ``park``; the poll loop (Kafka thread) asks ``held`` what to keep paused and calls
+    ``refresh`` after each poll; ``run`` decides, per connection, when parking starts and
+    ends."""
+
+    def __init__(
+        self,
+        config: Config,
+        producer: KafkaProducer,
+        tracker: OffsetTracker,
+        breakers: dict[Connection, CircuitBreaker],
+    ) -> None:
+        self.config = config
+        self.source = config.kafka.topic
+        self.topics = parking_topics(config)
+        self._topic_of = {connection: topic for topic, connection in self.topics.items()}
+        self.producer = producer
+        self.tracker = tracker
+        self.breakers = breakers
+        self._parking: set[Connection] = set()  # unavailable: their new events are parked
+        self._assigned: set[TopicPartition] = set()  # parking partitions of this member
+        self._checked: set[TopicPartition] = set()  # looked at since they were assigned
+        self._clear: set[TopicPartition] = set()  # every parked event read back
+        self._moved: set[TopicPartition] = set()  # parked to since their end was last read
+        self._lock = threading.Lock()  # the sets above: loop, Kafka and IO threads
+        self._sending: dict[TopicPartition, int] = {}  # events on their way to parking
+        self._oldest: dict[TopicPartition, float] = {}  # when the oldest unread was parked
+        self._ends: dict[TopicPartition, int] = {}  # the last end read (paused: no fetch)
+        self._queue: list[tuple[TopicPartition, SourceRecord, str]] = []
+        self._reported = 0.0
+        self._wake = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+        self._parked = {c: metrics.EVENTS_PARKED.labels(*c) for c in self._topic_of}
+        for connection in self._topic_of:
+            metrics.CONNECTION_PARKING.labels(*connection).set(0)
+            metrics.PARKED_EVENTS.labels(*connection).set(0)
+            metrics.PARKED_OLDEST_AGE.labels(*connection).set(0)
+
+    # --- the pipeline's side (event loop) ------------------------------------------------------
+    def is_parking_topic(self, topic: str) -> bool:
+        return topic in self.topics
+
+    def diverts(self, tp: TopicPartition, vendor: str, connection: str) -> bool:
+        """Whether this source event must be parked: its connection parks, or parked events
+        of its partition were not all read back yet (it must come after them)."""
+        if tp.topic != self.source:
+            return False
+        topic = self._topic_of.get((vendor, connection))
+        if topic is None:  # not configured: the dispatcher dead-letters it
+            return False
+        return (vendor, connection) in self._parking or (
+            TopicPartition(topic, tp.partition) not in self._clear
+        )
+
+    def park(self, tp: TopicPartition, record: SourceRecord, connection: Connection) -> None:
+        """Queue a source event for its connection's parking partition; its offset is
+        finished once the parked copy is acknowledged."""
+        parked = TopicPartition(self._topic_of[connection], tp.partition)
+        with self._lock:
+            self._clear.discard(parked)
+            self._sending[parked] = self._sending.get(parked, 0) + 1
+        reason = "unavailable" if connection in self._parking else "behind_parked"
+        self._queue.append((parked, record, reason))
+        self._wake.set()
+
+    def expired(self, timestamp_ms: int) -> bool:
+        """Whether a parked event (its record's timestamp: when it was parked) is too old."""
+        return time.time() - timestamp_ms / 1000 > self.config.parking.max_age_s
+
+    def read(self, tp: TopicPartition, last_timestamp_ms: int) -> None:
+        """Events of a parking partition were read back (the next unread is at least as
+        recent as the last read)."""
+        self._oldest[tp] = last_timestamp_ms / 1000
+
+    async def run(
+        self,
+        waiting: Callable[[Connection], int],
+        take: Callable[[Connection, Callable[[str], bool]], list[tuple[TopicPartition, Any]]],
+    ) -> None:
+        """Start and end parking per connection: it starts when the connection is
+        unavailable and more than ``parking.backlog`` of its events wait (``take`` hands over
+        the queued ones), and ends when the connection is available again."""
+        self._sender = asyncio.ensure_future(self._send_forever())
+        try:
+            while True:
+                for connection in self._topic_of:
+                    self._decide(connection, waiting, take)
+                await asyncio.sleep(TICK_S)
+        finally:
+            self._sender.cancel()
+
+    def _decide(
+        self,
+        connection: Connection,
+        waiting: Callable[[Connection], int],
+        take: Callable[[Connection, Callable[[str], bool]], list[tuple[TopicPartition, Any]]],
+    ) -> None:
+        breaker = self.breakers.get(connection)
+        available = breaker is None or breaker.available
+        if connection in self._parking:
+            # With none of its events left here nothing would probe the vendor: read parked
+            # ones back once a probe is due (if it fails, parking starts again).
+            if available or (
+                waiting(connection) == 0 and breaker is not None and breaker.probe_due
+            ):
+                self._parking.discard(connection)
+                metrics.CONNECTION_PARKING.labels(*connection).set(0)
+                log.info(
+                    "connection available: reading its parked events back", extra=_about(connection)
+                )
+            return
+        if available or waiting(connection) <= self.config.parking.backlog:
+            return
+        self._parking.add(connection)
+        metrics.CONNECTION_PARKING.labels(*connection).set(1)
+        taken = take(connection, lambda topic: topic == self.source)
+        for tp, record in sorted(taken, key=lambda t: (t[0].partition, t[1].offset)):
+            self.park(tp, record, connection)
+        fields = {**_about(connection)["fields"], "moved": len(taken)}
+        log.warning("connection unavailable: parking its events", extra={"fields": fields})
+
+    async def _send_forever(self) -> None:
+        attempt = 0
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch, self._queue = self._queue, []
+                failed = await self._send(batch)
+                if failed:
+                    self._queue[:0] = failed
+                    await asyncio.sleep(PARK_RETRY_S[min(attempt, len(PARK_RETRY_S) - 1)])
+                    attempt += 1
+                else:
+                    attempt = 0
+
+    async def _send(
+        self, batch: list[tuple[TopicPartition, SourceRecord, str]]
+    ) -> list[tuple[TopicPartition, SourceRecord, str]]:
+        """Produce a batch, partition by partition in order; what failed, to send again."""
+        by_partition: dict[TopicPartition, list[tuple[SourceRecord, str]]] = {}
+        for parked, record, reason in batch:
+            by_partition.setdefault(parked, []).append((record, reason))
+        failed: list[tuple[TopicPartition, SourceRecord, str]] = []
+        for parked, items in by_partition.items():
+            records = [
+                (record.key, record.value, [*record.headers, *_headers(record, reason)])
+                for record, reason in items
+            ]
+            try:
+                await send_acked(self.producer, parked.topic, records, partition=parked.partition)
+            except PublishFailed as error:
+                log.warning(
+                    "parking failed; retrying",
+                    extra={"fields": {"topic": parked.topic, "error": str(error)}},
+                )
+                failed.extend((parked, record, reason) for record, reason in items)
+                continue
+            connection = self.topics[parked.topic]
+            with self._lock:
+                self._sending[parked] -= len(items)
+                self._moved.add(parked)  # its end moved: read it before calling it clear
+                self._oldest.setdefault(parked, time.time())
+            self._parked[connection].inc(len(items))
+            for record, _ in items:
+                self.tracker.finish(TopicPartition(record.topic, record.partition), record.offset)
+        return failed
+
+    # --- the poll loop's side (Kafka thread) -------------------------------------------------
+    def assigned(self, tps: Iterable[TopicPartition]) -> None:
+        """Rebalance: parking partitions of this member, not looked at yet."""
+        with self._lock:
+            for tp in tps:
+                if tp.topic in self.topics:
+                    self._assigned.add(tp)
+                    self._checked.discard(tp)
+                    self._clear.discard(tp)
+
+    def revoked(self, tps: Iterable[TopicPartition]) -> None:
+        with self._lock:
+            for tp in tps:
+                self._assigned.discard(tp)
+                self._checked.discard(tp)
+                self._clear.discard(tp)
+                self._moved.discard(tp)
+                self._oldest.pop(tp, None)
+                self._ends.pop(tp, None)
+
+    def held(self) -> set[TopicPartition]:
+        """What the poll loop keeps paused: the parking partitions of connections that park,
+        and the source partitions whose parking partitions were not looked at yet."""
+        with self._lock:
+            assigned, unchecked = set(self._assigned), self._assigned - self._checked
+        held = {tp for tp in assigned if self.topics[tp.topic] in self._parking}
+        held |= {TopicPartition(self.source, tp.partition) for tp in unchecked}
+        return held
+
+    def refresh(self, consumer: KafkaConsumer) -> None:
+        """After a poll: which parking partitions were read back to their end. The end is
+        asked of the broker for a partition not looked at yet or parked to since; otherwise
+        the last fetch's high watermark tells it."""
+        with self._lock:
+            open_ = [tp for tp in self._assigned - self._clear if not self._sending.get(tp)]
+            ask = [tp for tp in open_ if tp not in self._checked or tp in self._moved]
+            self._moved.difference_update(ask)
+        try:
+            ends = consumer.end_offsets(ask, timeout_ms=5_000) if ask else {}
+            positions = {tp: consumer.position(tp, timeout_ms=5_000) for tp in open_}
+        except KafkaError as error:
+            with self._lock:
+                self._moved.update(ask)
+            log.warning("parking partitions not looked at", extra={"fields": {"error": str(error)}})
+            return
+        now = time.time()
+        with self._lock:
+            for tp in open_:
+                end = ends.get(tp)
+                if end is None and tp not in self._moved:
+                    end = consumer.highwater(tp)
+                if end is None or tp not in self._assigned or self._sending.get(tp):
+                    continue
+                self._ends[tp] = end
+                self._checked.add(tp)
+                position = positions.get(tp)
+                if position is not None and position >= end:
+                    self._clear.add(tp)
+                    self._oldest.pop(tp, None)
+                else:
+                    self._oldest.setdefault(tp, now)  # parked before this member had it
+        if time.monotonic() - self._reported > REPORT_S:
+            self._report(consumer)
+
+    def _report(self, consumer: KafkaConsumer) -> None:
+        """Gauges: events not read back, and the oldest one's age, per connection."""
+        unread: dict[Connection, int] = dict.fromkeys(self._topic_of, 0)
+        oldest: dict[Connection, float] = {}
+        now, self._reported = time.time(), time.monotonic()
+        with self._lock:
+            assigned, clear, ends = set(self._assigned), set(self._clear), dict(self._ends)
+            sending, since = dict(self._sending), dict(self._oldest)
+        for tp in assigned:
+            connection = self.topics[tp.topic]
+            unread[connection] += sending.get(tp, 0)
+            if tp in clear:
+                continue
+            with contextlib.suppress(KafkaError):  # the gauge stays as it was
+                end = max(consumer.highwater(tp) or 0, ends.get(tp, 0))
+                position = consumer.position(tp, timeout_ms=1_000) or 0
+                unread[connection] += max(0, end - position)
+            if tp in since:
+                oldest[connection] = max(oldest.get(connection, 0.0), now - since[tp])
+        for connection, count in unread.items():
+            metrics.PARKED_EVENTS.labels(*connection).set(count)
+            metrics.PARKED_OLDEST_AGE.labels(*connection).set(oldest.get(connection, 0.0))
+
+
+def _headers(record: SourceRecord, reason: str) -> list[tuple[str, bytes]]:
+    where = f"{record.topic}:{record.partition}:{record.offset}"
+    return [(PARKED_FROM, where.encode()), (PARKED_REASON, reason.encode())]
+
+
+def _about(connection: Connection) -> dict[str, Any]:
+    return {"fields": {"vendor": connection[0], "connection": connection[1]}}
