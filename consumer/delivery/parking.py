@@ -289,17 +289,22 @@ class Parking:
         now = time.time()
         with self._lock:
             for tp in open_:
-                end = ends.get(tp)
-                if end is None and tp not in self._moved:
-                    end = consumer.highwater(tp)
-                if end is None or tp not in self._assigned or self._sending.get(tp):
-                    continue
+                if tp in self._moved or tp not in self._assigned or self._sending.get(tp):
+                    continue  # parked to meanwhile: the end read is out of date
+                # The largest end known: a paused partition's high watermark is that of its
+                # last fetch, however much was parked since.
+                known = [e for e in (ends.get(tp), self._ends.get(tp), consumer.highwater(tp)) if e]
+                if not known and tp not in ends:
+                    continue  # nothing known of it yet
+                end = max(known, default=0)
                 self._ends[tp] = end
                 self._checked.add(tp)
                 position = positions.get(tp)
                 if position is not None and position >= end:
                     self._clear.add(tp)
-                    self._oldest.pop(tp, None)
+                    if self._oldest.pop(tp, None) is not None:  # there was something to read
+                        fields = {"partition": f"{tp.topic}:{tp.partition}", "end": end}
+                        log.info("parked events all read back", extra={"fields": fields})
                 else:
                     self._oldest.setdefault(tp, now)  # parked before this member had it
         if time.monotonic() - self._reported > REPORT_S:

@@ -171,23 +171,31 @@ class Pipeline:
     def take_queued(
         self, connection: tuple[str, str], movable: Callable[[str], bool]
     ) -> list[tuple[TopicPartition, SourceRecord]]:
-        """Parking starts (consumer/delivery/parking.py): hand over the connection's queued
-        records of ``movable`` topics. Per asset only the tail after the last record that
-        stays (the one under way, one read back from parking) goes, so order is kept."""
+        """Parking starts (consumer/delivery/parking.py): hand over the connection's records
+        of ``movable`` topics, the ones under way included (an update on the wire then may
+        arrive twice). Per asset only the tail after the last record that stays (one read
+        back from parking) goes, so order is kept; and the source's commit point is not held
+        by a connection that is down."""
         taken: list[tuple[TopicPartition, SourceRecord]] = []
         lane = self._lanes.get(connection)
         for key, queue in list(self._queues.items()):
             if key[:2] != connection:
                 continue
-            under_way = key in self._drains
             keep = len(queue)
-            while keep > (1 if under_way else 0) and movable(queue[keep - 1].tp.topic):
+            while keep and movable(queue[keep - 1].tp.topic):
                 keep -= 1
-            for _ in range(len(queue) - keep):
-                work = queue.pop()
+            for work in list(queue)[keep:]:
                 work.dropped = True
                 self._unwait(work)
                 taken.append((work.tp, work.record))
+            worker = self._drains.get(key)
+            if keep == 0 and worker is not None and queue:  # its head is being delivered:
+                while len(queue) > 1:  # the worker lets it go once cancelled
+                    queue.pop()
+                worker.cancel()
+                continue
+            while len(queue) > keep:
+                queue.pop()
             if not queue:  # none under way: it waited for a worker
                 del self._queues[key]
                 if lane is not None:
@@ -196,12 +204,12 @@ class Pipeline:
         return taken
 
     async def _expire(self, record: SourceRecord, tp: TopicPartition, event: Event) -> None:
-        age_h = (time.time() - record.timestamp / 1000) / 3600
+        age_s = time.time() - record.timestamp / 1000
         await self._dead_letter(
             record,
             tp,
             Reason.EXPIRED,
-            f"parked {age_h:.1f} h, longer than parking.max_age_s",
+            f"parked for {age_s:.0f} s, longer than parking.max_age_s",
             vendor=event.vendor,
             event_id=event.id,
             trace=(event.traceparent, event.tracestate),
