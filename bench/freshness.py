@@ -13,11 +13,10 @@ import statistics
 import time
 from pathlib import Path
 
-import yaml
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from bench.harness import Bench, Service, Simulator, wait_delivered
+from bench.harness import Bench, Service, Simulator, set_top_level, wait_delivered
 from bench.scenarios import VENDORS, Row, drain, stop
 from consumer.local.samples import event
 
@@ -73,7 +72,7 @@ def restore_time(bench: Bench, assets: int = 100_000) -> Row:
     _fill(bench, changelog, assets, partitions=1)
     with Simulator([]) as sim:
         config = bench.config(topic, sim.connections)
-        _set(config, log_level="INFO")
+        set_top_level(config, log_level="INFO")
         service = Service(config)
         _restored(Path(f"{config}.log"), partitions=1)
         time.sleep(3)  # a start-up rebalance may read it again: the longest read counts
@@ -108,7 +107,7 @@ def tracked_memory(bench: Bench, quick: bool) -> list[Row]:
     producer.close()
     with Simulator([]) as sim:
         config = bench.config(topic, sim.connections)
-        _set(config, log_level="INFO")
+        set_top_level(config, log_level="INFO")
         service = Service(config)
         log = Path(f"{config}.log")
         restoring: list[float] = []  # RSS while restoring
@@ -180,12 +179,6 @@ def _fill(bench: Bench, changelog: str, assets: int, partitions: int) -> None:
         producer.send(changelog, key=key, value=value, partition=asset % partitions)
     producer.flush(600)
     producer.close()
-
-
-def _set(config: Path, **values: object) -> None:
-    tree = yaml.safe_load(config.read_text())
-    tree.update(values)
-    config.write_text(yaml.safe_dump(tree))
 
 
 def _restored(log: Path, partitions: int, timeout_s: float = 600) -> list[float]:

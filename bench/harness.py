@@ -63,6 +63,13 @@ class Simulator:
         return stats
 
 
+def set_top_level(config: Path, **values: object) -> None:
+    """Set top-level keys of a written configuration (``log_level``)."""
+    tree = yaml.safe_load(config.read_text())
+    tree.update(values)
+    config.write_text(yaml.safe_dump(tree))
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system) the process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

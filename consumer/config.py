@@ -181,7 +181,7 @@ class ParkingConfig:
     back, in order, once it is available again; memory and the other connections are then
     unaffected by an outage of any length."""
 
-    enabled: bool = False
+    enabled: bool = True
     backlog: int = 1000  # waiting events of an unavailable connection before it parks
     max_age_s: float = 7 * 86400.0  # a parked event older than this is dead-lettered: expired
     topic_prefix: str | None = None  # None: <kafka.topic>.parked (+ .<vendor>.<connection>)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -131,11 +132,11 @@ class Parking:
         """Queue a source event for its connection's parking partition; its offset is
         finished once the parked copy is acknowledged."""
         parked = TopicPartition(self._topic_of[connection], tp.partition)
+        reason = "unavailable" if connection in self._parking else "behind_parked"
         with self._lock:
             self._clear.discard(parked)
             self._sending[parked] = self._sending.get(parked, 0) + 1
-        reason = "unavailable" if connection in self._parking else "behind_parked"
-        self._queue.append((parked, record, reason))
+            self._queue.append((parked, record, reason))
         self._wake.set()
 
     def expired(self, timestamp_ms: int) -> bool:
@@ -159,7 +160,10 @@ class Parking:
         try:
             while True:
                 for connection in self._topic_of:
-                    self._decide(connection, waiting, take)
+                    try:
+                        self._decide(connection, waiting, take)
+                    except Exception as error:  # a bug of ours must not end parking for all
+                        log.error("parking decision failed", exc_info=error)
                 await asyncio.sleep(TICK_S)
         finally:
             self._sender.cancel()
@@ -200,10 +204,14 @@ class Parking:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                batch, self._queue = self._queue, []
+                with self._lock:
+                    batch, self._queue = self._queue, []
                 failed = await self._send(batch)
                 if failed:
-                    self._queue[:0] = failed
+                    with self._lock:  # those of partitions revoked meanwhile are let go
+                        kept = [f for f in failed if f[0] in self._assigned]
+                        self._queue[:0] = kept
+                        self._count_gone(failed, kept)
                     await asyncio.sleep(PARK_RETRY_S[min(attempt, len(PARK_RETRY_S) - 1)])
                     attempt += 1
                 else:
@@ -224,8 +232,9 @@ class Parking:
             ]
             try:
                 await send_acked(self.producer, parked.topic, records, partition=parked.partition)
-            except PublishFailed as error:
-                log.warning(
+            except Exception as error:  # refused by the broker, or a bug of ours: again
+                log.log(
+                    logging.WARNING if isinstance(error, PublishFailed) else logging.ERROR,
                     "parking failed; retrying",
                     extra={"fields": {"topic": parked.topic, "error": str(error)}},
                 )
@@ -241,6 +250,13 @@ class Parking:
                 self.tracker.finish(TopicPartition(record.topic, record.partition), record.offset)
         return failed
 
+    def _count_gone(self, before: list[Any], kept: list[Any]) -> None:
+        """Under the lock: what left the queue without being sent is no longer on its way."""
+        for parked, _, _ in before:
+            self._sending[parked] -= 1
+        for parked, _, _ in kept:
+            self._sending[parked] += 1
+
     # --- the poll loop's side (Kafka thread) -------------------------------------------------
     def assigned(self, tps: Iterable[TopicPartition]) -> None:
         """Rebalance: parking partitions of this member, not looked at yet."""
@@ -252,7 +268,14 @@ class Parking:
                     self._clear.discard(tp)
 
     def revoked(self, tps: Iterable[TopicPartition]) -> None:
+        """Rebalance: what waits to be parked from these partitions is let go (its source
+        offsets are not finished: the new owner consumes them again), so that no late copy
+        lands behind what the new owner delivers."""
         with self._lock:
+            gone = {tp.partition for tp in tps if tp.topic == self.source}
+            kept = [q for q in self._queue if q[0].partition not in gone]
+            self._count_gone(self._queue, kept)
+            self._queue = kept
             for tp in tps:
                 self._assigned.discard(tp)
                 self._checked.discard(tp)

@@ -9,6 +9,7 @@ all output for them.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import threading
 import time
@@ -45,9 +46,28 @@ def _counting(fake: VendorFake) -> Any:
                 fake.last_ok = time.monotonic()
                 fake.first_ok = fake.first_ok or fake.last_ok
                 fake.ok += 1
+                _check_order(fake, request.path, await request.text())
         return response
 
     return middleware
+
+
+_UPDATE = re.compile(r'"update (\d+)"')
+
+
+def _check_order(fake: VendorFake, path: str, body: str) -> None:
+    """Count the updates accepted (a batch carries several), and an accepted "update N" of a
+    path (one asset) after a higher N of it."""
+    found = _UPDATE.findall(body)
+    fake.ok_updates += max(1, len(found))
+    if len(found) != 1:  # a batch of several assets, or no sample marker
+        return
+    number = int(found[0])
+    last = fake.last_update.get(path, -1)
+    if number < last:
+        fake.inversions += 1
+    else:
+        fake.last_update[path] = number
 
 
 def _stats(fake: VendorFake) -> Any:
@@ -58,6 +78,8 @@ def _stats(fake: VendorFake) -> Any:
                 "ok": fake.ok,
                 "first_ok": fake.first_ok,
                 "last_ok": fake.last_ok,
+                "inversions": fake.inversions,
+                "ok_updates": fake.ok_updates,
             }
         )
 

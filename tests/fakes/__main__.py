@@ -62,6 +62,12 @@ def main() -> int:
         default=0,
         help="Webflow answers 429 (Retry-After: 2) for this many seconds",
     )
+    parser.add_argument(
+        "--trelica-503-for",
+        type=float,
+        default=0,
+        help="Trelica answers 503 for this many seconds from its first update",
+    )
     args = parser.parse_args()
     fakes = FakeVendors()
     if args.chaos:
@@ -79,6 +85,8 @@ def main() -> int:
         fakes.webflow.outage(
             args.webflow_429_for, Reply(429, {"Retry-After": "2"}, {"code": "too_many_requests"})
         )
+    if args.trelica_503_for:
+        fakes.trelica.outage(args.trelica_503_for, Reply(503, body={"error": "down"}))
     if not args.quiet:
         for fake in fakes.fakes.values():
             fake.on_request = live_log

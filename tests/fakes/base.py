@@ -69,6 +69,11 @@ class VendorFake:
         self.counts: dict[int, int] = {}  # answers by status, kept either way
         self.ok = 0  # successful updates, and when the first and the last happened
         self.first_ok = self.last_ok = 0.0
+        # per path (one asset, unbatched vendors), the highest "update N" accepted, and how
+        # often an accepted one came after a higher N: per-asset order, kept either way
+        self.last_update: dict[str, int] = {}
+        self.inversions = 0
+        self.ok_updates = 0
         self._outage: tuple[float, float, Reply] | None = None
         self.latency_s = 0.0
         self._count = 0
@@ -92,6 +97,9 @@ class VendorFake:
         self.tokens |= self.static_tokens
         self.counts.clear()
         self.ok, self.first_ok, self.last_ok = 0, 0.0, 0.0
+        self.last_update.clear()
+        self.inversions = 0
+        self.ok_updates = 0
         self._outage = None
 
     def fail_next(self, *replies: Reply) -> None:

@@ -275,3 +275,67 @@ def test_a_two_minute_outage_of_one_vendor_under_steady_traffic_for_all_five(
         f"{min(rss):.0f}-{max(rss):.0f} MB"
     )
     assert service.terminate() == 0
+
+
+def test_two_replicas_own_each_parking_partition_with_its_source_partition(
+    kafka_bootstrap: str, source_topic: str, vendors: FakeVendors, start_service: StartService
+) -> None:
+    # Given Trelica down for 30 s, and two replicas in one group that park after 20
+    trelica = vendors.trelica
+    trelica.outage(30.0, Reply(503, body={"error": "down"}))
+    sections: dict[str, Any] = {
+        "parking": {"enabled": True, "backlog": 20},
+        "breaker": {"failure_threshold": 3, "open_s": 0.5, "max_open_s": 2},
+    }
+    first = start_service("first", **sections)
+    second = start_service("second", **sections)
+    wait_until(
+        lambda: {p for s in (first, second) for p in owned(s, source_topic)} == {0, 1, 2},
+        timeout_s=30,
+        message="the group settled",
+    )
+    # Then each replica owns partition p of every parking topic with partition p of the source
+    for service in (first, second):
+        mine = owned(service, source_topic)
+        for vendor in VENDORS:
+            assert owned(service, f"{source_topic}.parked.{vendor}.default") == mine
+    # When both park, and one is killed: its partitions, parked events included, move
+    produce(kafka_bootstrap, source_topic, trelica_wave(0, UPDATES))
+    wait_until(
+        lambda: (
+            first.metric("asset_sync_events_parked_total")
+            + second.metric("asset_sync_events_parked_total")
+            > 0
+        ),
+        timeout_s=20,
+        message="parking started",
+    )
+    first.kill()
+    wait_until(
+        lambda: owned(second, source_topic) == {0, 1, 2},
+        timeout_s=60,
+        message="the survivor owns every partition",
+    )
+    assert all(owned(second, f"{source_topic}.parked.{v}.default") == {0, 1, 2} for v in VENDORS)
+    # Then every update arrives once Trelica is back, each asset's newest last, none dead
+    wait_until(
+        lambda: set(delivered_markers(trelica)) >= all_markers(),
+        timeout_s=90,
+        message="every trelica update delivered",
+    )
+    last = {m.split("/")[0]: int(m.split("/")[1]) for m in delivered_markers(trelica)}
+    assert last == {str(a): UPDATES - 1 for a in range(ASSETS)}
+    assert consume_all(kafka_bootstrap, f"{source_topic}.dlq", expected=1, timeout_s=3) == []
+    assert second.terminate() == 0
+
+
+def owned(service: Any, topic: str) -> set[int]:
+    """The partitions of ``topic`` the service's last assignment gave it."""
+    assigned = [e for e in service.log_entries() if e.get("msg") == "partitions assigned"]
+    if not assigned:
+        return set()
+    return {
+        int(name.rsplit(":", 1)[1])
+        for name in assigned[-1]["partitions"]
+        if name.rsplit(":", 1)[0] == topic
+    }

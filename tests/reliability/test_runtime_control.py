@@ -61,8 +61,9 @@ def ctl(service: ServiceProcess, *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
-def assignment(service: ServiceProcess) -> set[str] | None:
-    """The partitions the replica holds now, from its log; None amid a rebalance."""
+def assignment(service: ServiceProcess, topic: str) -> set[str] | None:
+    """The partitions of ``topic`` the replica holds now, from its log (its parking topics'
+    go with them); None amid a rebalance."""
     entries = [
         e
         for e in service.log_entries()
@@ -70,7 +71,7 @@ def assignment(service: ServiceProcess) -> set[str] | None:
     ]
     if not entries or entries[-1]["msg"] != "partitions assigned":
         return None
-    return set(entries[-1]["partitions"])
+    return {p for p in entries[-1]["partitions"] if p.rsplit(":", 1)[0] == topic}
 
 
 def markers(vendors: FakeVendors, vendor: str) -> list[str]:
@@ -97,7 +98,7 @@ def test_pause_and_resume_a_connection_on_every_replica(
         replica.wait_ready()
     wait_until(
         lambda: (
-            (held := [assignment(r) for r in replicas])[0] is not None
+            (held := [assignment(r, topic) for r in replicas])[0] is not None
             and held[1] is not None
             and not held[0] & held[1]
             and len(held[0] | held[1]) == PARTITIONS
