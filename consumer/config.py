@@ -183,6 +183,9 @@ class ParkingConfig:
 
     enabled: bool = True
     backlog: int = 1000  # waiting events of an unavailable connection before it parks
+    # a connection with that many waiting, the oldest this long, parks too: its vendor
+    # rate-limits it far below what comes in
+    max_wait_s: float = 300.0
     max_age_s: float = 7 * 86400.0  # a parked event older than this is dead-lettered: expired
     topic_prefix: str | None = None  # None: <kafka.topic>.parked (+ .<vendor>.<connection>)
 
@@ -685,6 +688,7 @@ def _check_ranges(config: Config) -> None:
         ("freshness.cache_mb", config.freshness.cache_mb >= 1, "must be at least 1"),
         ("parking.backlog", config.parking.backlog >= 1, "must be at least 1"),
         ("parking.max_age_s", config.parking.max_age_s > 0, "must be positive"),
+        ("parking.max_wait_s", config.parking.max_wait_s > 0, "must be positive"),
         (
             "freshness.changelog_topic",
             config.freshness.changelog_topic

@@ -188,7 +188,7 @@ class Service:
             self._pipeline.parking = self._parking
             pipeline = self._pipeline
             self._parking_task = asyncio.ensure_future(
-                self._parking.run(pipeline.waiting_count, pipeline.take_queued)
+                self._parking.run(pipeline.waiting_of, pipeline.take_queued)
             )
         self._control.attach(self._dispatcher.breakers, self._pipeline)
         log.info("consuming", extra={"fields": {"topic": kafka.topic, "group": kafka.group_id}})

@@ -150,12 +150,13 @@ class Parking:
 
     async def run(
         self,
-        waiting: Callable[[Connection], int],
+        waiting: Callable[[Connection], tuple[int, float]],
         take: Callable[[Connection, Callable[[str], bool]], list[tuple[TopicPartition, Any]]],
     ) -> None:
         """Start and end parking per connection: it starts when the connection is
-        unavailable and more than ``parking.backlog`` of its events wait (``take`` hands over
-        the queued ones), and ends when the connection is available again."""
+        unavailable and more than ``parking.backlog`` of its events wait (``waiting``: how
+        many, and the oldest one's seconds; ``take`` hands over those of the source), and
+        ends when the connection is available again."""
         self._sender = asyncio.ensure_future(self._send_forever())
         try:
             while True:
@@ -171,16 +172,21 @@ class Parking:
     def _decide(
         self,
         connection: Connection,
-        waiting: Callable[[Connection], int],
+        waiting: Callable[[Connection], tuple[int, float]],
         take: Callable[[Connection, Callable[[str], bool]], list[tuple[TopicPartition, Any]]],
     ) -> None:
+        """Unavailable: the breaker is not closed, or the connection is paused, or it is
+        rate-limited beyond a bound (its oldest waiting event waited ``parking.max_wait_s``).
+        Parking ends once it is available and less than half the backlog bound waits here;
+        with none of its events left here nothing would probe a vendor that is down: then
+        parked ones are read back once a probe is due (if it fails, parking starts again)."""
+        settings = self.config.parking
         breaker = self.breakers.get(connection)
         available = breaker is None or breaker.available
+        count, oldest_s = waiting(connection)
         if connection in self._parking:
-            # With none of its events left here nothing would probe the vendor: read parked
-            # ones back once a probe is due (if it fails, parking starts again).
-            if available or (
-                waiting(connection) == 0 and breaker is not None and breaker.probe_due
+            if (available and count <= settings.backlog // 2) or (
+                count == 0 and breaker is not None and breaker.probe_due
             ):
                 self._parking.discard(connection)
                 metrics.CONNECTION_PARKING.labels(*connection).set(0)
@@ -188,7 +194,7 @@ class Parking:
                     "connection available: reading its parked events back", extra=_about(connection)
                 )
             return
-        if available or waiting(connection) <= self.config.parking.backlog:
+        if count <= settings.backlog or (available and oldest_s <= settings.max_wait_s):
             return
         self._parking.add(connection)
         metrics.CONNECTION_PARKING.labels(*connection).set(1)

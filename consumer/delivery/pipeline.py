@@ -291,9 +291,13 @@ class Pipeline:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def waiting_count(self, connection: tuple[str, str]) -> int:
-        """A configured connection's unfinished events (queued or in flight)."""
-        return len(self._waiting.get(connection, ()))
+    def waiting_of(self, connection: tuple[str, str]) -> tuple[int, float]:
+        """A configured connection's unfinished events (queued or in flight): how many, and
+        the seconds the oldest has waited since it was accepted."""
+        waiting = self._waiting.get(connection)
+        if not waiting:
+            return 0, 0.0
+        return len(waiting), time.monotonic() - next(iter(waiting.values()))
 
     def backlog(self) -> Iterator[tuple[str, str, int, float]]:
         """Each configured connection's unfinished events: (vendor, connection, how many,

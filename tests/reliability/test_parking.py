@@ -14,6 +14,7 @@ from kafka import KafkaProducer
 
 from consumer.local.samples import event
 from tests.fakes import FakeVendors, Reply
+from tests.fakes.rate_limits import TokenBucket
 from tests.integration.conftest import StartService
 from tests.kafka_helpers import consume_all, produce
 from tests.reliability.helpers import VENDORS, rss_mb
@@ -339,3 +340,52 @@ def owned(service: Any, topic: str) -> set[int]:
         for name in assigned[-1]["partitions"]
         if name.rsplit(":", 1)[0] == topic
     }
+
+
+def test_a_connection_rate_limited_far_below_its_inflow_parks_too(
+    kafka_bootstrap: str, source_topic: str, vendors: FakeVendors, start_service: StartService
+) -> None:
+    # Given Webflow taking 5 requests a second (429 beyond), and a replica that parks a
+    # connection with more than 20 waiting, the oldest for 3 s
+    webflow = vendors.webflow
+    webflow.limit_to(TokenBucket(5, 5, 300))  # announced as 300 a minute
+    service = start_service(parking={"enabled": True, "backlog": 20, "max_wait_s": 3})
+    state = {"vendor": "webflow", "connection": "default"}
+    # When 150 updates of 30 assets come at once (30 s of the vendor's rate)
+    updates = [
+        marked("webflow", f"{a}/{n}", asset_id=webflow_id(a)) for n in range(5) for a in range(30)
+    ]
+    produce(
+        kafka_bootstrap,
+        source_topic,
+        [(f"webflow:{e['data']['asset_id']}".encode(), encode(e), []) for e in updates],
+    )
+    # Then it parks, though its breaker stays closed (429s are answers of a working vendor)
+    wait_until(
+        lambda: service.metric("asset_sync_events_parked_total", **state) > 0,
+        timeout_s=30,
+        message="webflow parked",
+    )
+    assert service.metric("asset_sync_connection_state", **state) == 0
+    # And every update arrives in per-asset order, none dead-lettered
+    wait_until(
+        lambda: (
+            len({m for r in webflow.succeeded() for m in received_markers(r.body, "webflow")})
+            >= 150
+        ),
+        timeout_s=120,
+        message="every webflow update delivered",
+    )
+    per_asset: dict[str, list[int]] = defaultdict(list)
+    for r in webflow.succeeded():
+        for marker in received_markers(r.body, "webflow"):
+            asset, n = marker.split("/")
+            per_asset[asset].append(int(n))
+    for asset, sequence in per_asset.items():
+        assert sequence == sorted(sequence), (asset, sequence)
+    assert service.metric("asset_sync_events_dead_lettered_total") == 0
+    assert service.terminate() == 0
+
+
+def webflow_id(n: int) -> str:
+    return f"{n:024x}"  # Webflow asset ids are 24 hex digits
