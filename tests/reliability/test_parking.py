@@ -23,6 +23,11 @@ from tests.service_helpers import wait_until
 
 OUTAGE_S = 25.0
 ASSETS, UPDATES = 40, 5  # Trelica: updates n = 0..4 of each asset, in that order
+# parks after 20 waiting; the breaker opens after 3 failures and probes every 2 s at most
+QUICK_PARKING: dict[str, Any] = {
+    "parking": {"enabled": True, "backlog": 20},
+    "breaker": {"failure_threshold": 3, "open_s": 0.5, "max_open_s": 2},
+}
 
 
 def trelica_wave(first: int, last: int) -> list[tuple[bytes, bytes, list[Any]]]:
@@ -44,10 +49,7 @@ def test_a_long_outage_parks_the_connection_and_delivers_in_order_after(
     # Given Trelica down (503) for 25 s from its first update, parking after 20 waiting events
     trelica, webflow = vendors.trelica, vendors.webflow
     trelica.outage(OUTAGE_S, Reply(503, body={"error": "down"}))
-    service = start_service(
-        parking={"enabled": True, "backlog": 20},
-        breaker={"failure_threshold": 3, "open_s": 0.5, "max_open_s": 2},
-    )
+    service = start_service(**QUICK_PARKING)
     trelica_state = {"vendor": "trelica", "connection": "default"}
 
     # When updates 0-2 of 40 Trelica assets come, and 100 Webflow updates with them
@@ -125,10 +127,7 @@ def test_sigkill_while_parking_and_while_reading_back_loses_nothing(
     # Given Trelica down for 30 s from its first update, and a replica that parks after 20
     trelica = vendors.trelica
     trelica.outage(30.0, Reply(503, body={"error": "down"}))
-    sections: dict[str, Any] = {
-        "parking": {"enabled": True, "backlog": 20},
-        "breaker": {"failure_threshold": 3, "open_s": 0.5, "max_open_s": 2},
-    }
+    sections = QUICK_PARKING
     first = start_service("first", **sections)
     state = {"vendor": "trelica", "connection": "default"}
     # When it is killed (SIGKILL) as soon as it has parked something
@@ -284,10 +283,7 @@ def test_two_replicas_own_each_parking_partition_with_its_source_partition(
     # Given Trelica down for 30 s, and two replicas in one group that park after 20
     trelica = vendors.trelica
     trelica.outage(30.0, Reply(503, body={"error": "down"}))
-    sections: dict[str, Any] = {
-        "parking": {"enabled": True, "backlog": 20},
-        "breaker": {"failure_threshold": 3, "open_s": 0.5, "max_open_s": 2},
-    }
+    sections = QUICK_PARKING
     first = start_service("first", **sections)
     second = start_service("second", **sections)
     wait_until(
