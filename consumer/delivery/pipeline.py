@@ -302,10 +302,8 @@ class Pipeline:
     def backlog(self) -> Iterator[tuple[str, str, int, float]]:
         """Each configured connection's unfinished events: (vendor, connection, how many,
         seconds the oldest has waited since it was accepted). 0 and 0 when none waits."""
-        now = time.monotonic()
-        for (vendor, connection), waiting in self._waiting.items():
-            oldest = next(iter(waiting.values()), now)
-            yield vendor, connection, len(waiting), now - oldest
+        for vendor, connection in self._waiting:
+            yield vendor, connection, *self.waiting_of((vendor, connection))
 
     @staticmethod
     def _unwait(work: Work) -> None:
