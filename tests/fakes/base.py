@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 
 @dataclass
@@ -27,7 +28,7 @@ class Received:
     method: str
     path: str
     query: dict[str, str]
-    headers: dict[str, str]
+    headers: CIMultiDict[str]  # header names are case-insensitive (RFC 9110)
     body: Any
     at: float
     status: int = 0  # the answer's status, filled in once answered
@@ -156,7 +157,7 @@ class VendorFake:
             method=request.method,
             path=request.path,
             query=dict(request.query),
-            headers=dict(request.headers),
+            headers=CIMultiDict(request.headers),
             body=body,
             at=time.monotonic(),
         )
