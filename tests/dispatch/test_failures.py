@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import pytest
 
-from consumer.config import Config, parse_config
-from consumer.errors import ConfigError
+from consumer.config import Config, DispatchConfig, parse_config
+from consumer.delivery.http import HttpClient, HttpRequest
+from consumer.errors import ConfigError, RetryableError
 from consumer.reasons import Reason
 from tests.dispatch.conftest import FAST_RETRY, deliver, make_config, valid
 from tests.fakes import FakeVendors, Reply
@@ -218,3 +220,11 @@ def test_status_classes_expand_and_bad_statuses_name_the_key(fakes: FakeVendors)
         with pytest.raises(ConfigError) as error:
             with_retry_statuses(fakes, "trelica", bad)
         assert error.value.key == "connections.trelica.default.retry_statuses"
+
+
+def test_a_url_the_client_cannot_parse_is_a_retryable_error_not_a_crash() -> None:
+    """Everything the HTTP library raises becomes a RetryableError (consumer/delivery/http.py)."""
+    client = HttpClient(DispatchConfig())
+    request = HttpRequest("PATCH", "http://[not-a-host/v2/assets/1", {}, b"{}")
+    with pytest.raises(RetryableError, match="connection error"):
+        asyncio.run(client.send(request))

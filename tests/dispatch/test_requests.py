@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from consumer import __version__
 from consumer.config import Connection, DispatchConfig
 from consumer.delivery.http import HttpClient
 from consumer.vendors import VENDORS
@@ -28,6 +29,14 @@ def test_lexful_patch_with_bearer_and_account_header(fakes: FakeVendors) -> None
     assert request.headers["X-Account-ID"] == "acct-1"
     assert request.headers["Content-Type"] == "application/json"
     assert request.body == event.data["changes"]
+
+
+def test_every_request_names_asset_sync_and_its_version(fakes: FakeVendors) -> None:
+    """Vendors see who calls them (their support asks for it), never the HTTP library."""
+    outcomes = deliver(make_config(fakes), *(valid(vendor) for vendor in VENDORS))
+    assert all(o.delivered for o in outcomes), outcomes
+    agents = {r.headers.get("User-Agent") for fake in fakes.fakes.values() for r in fake.received}
+    assert agents == {f"asset-sync/{__version__}"}
 
 
 def test_lexful_api_key_is_exchanged_for_a_token_once(fakes: FakeVendors) -> None:
