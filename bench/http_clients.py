@@ -102,9 +102,13 @@ async def aiohttp_client(tuned: bool) -> tuple[Send, Callable[[], Awaitable[None
 
 
 async def aiosonic_client() -> tuple[Send, Callable[[], Awaitable[None]]]:
-    import aiosonic  # type: ignore[import-not-found,unused-ignore]
+    import aiosonic
+    from aiosonic.connectors import TCPConnector
+    from aiosonic.pools import PoolConfig
 
-    sonic = aiosonic.HTTPClient()
+    # as many connections as requests at a time (its default pool holds 30)
+    pool = PoolConfig(size=CONCURRENCY, max_conn_requests=None)
+    sonic = aiosonic.HTTPClient(connector=TCPConnector(pool_configs={":default": pool}))
 
     async def send(request: Any) -> int:
         url = request.url + "?" + "&".join(f"{k}={v}" for k, v in request.query)
@@ -115,15 +119,15 @@ async def aiosonic_client() -> tuple[Send, Callable[[], Awaitable[None]]]:
         return int(response.status_code)
 
     async def close() -> None:
-        await sonic.shutdown()
+        await sonic.connector.cleanup()
 
     return send, close
 
 
 async def curl_cffi_client() -> tuple[Send, Callable[[], Awaitable[None]]]:
-    from curl_cffi import AsyncSession  # type: ignore[import-not-found,unused-ignore]
+    from curl_cffi import AsyncSession
 
-    session = AsyncSession(max_clients=CONCURRENCY)
+    session: Any = AsyncSession(max_clients=CONCURRENCY)
 
     async def send(request: Any) -> int:
         response = await session.request(
@@ -139,7 +143,7 @@ async def curl_cffi_client() -> tuple[Send, Callable[[], Awaitable[None]]]:
 
 
 async def rnet_client() -> tuple[Send, Callable[[], Awaitable[None]]]:
-    import rnet  # type: ignore[import-not-found,unused-ignore]
+    import rnet
 
     client = rnet.Client()
 
@@ -210,7 +214,8 @@ def http_clients(repeat: int, quick: bool) -> list[Row]:
     command = [str(go_binary("webflow-simulator"))]
     for _ in range(repeat):
         for name in names:  # a fresh simulator each: its counters and connections
-            with subprocess.Popen(command, stdout=subprocess.PIPE) as sim:
+            sim = subprocess.Popen(command, stdout=subprocess.PIPE)
+            try:
                 assert sim.stdout is not None
                 webflow = json.loads(sim.stdout.readline())["connections"]["webflow"]
                 args = [webflow["default"]["base_url"], webflow["default"]["token"], str(count)]
@@ -221,7 +226,9 @@ def http_clients(repeat: int, quick: bool) -> list[Row]:
                     text=True,
                 )
                 results[name].append(json.loads(out.stdout))
+            finally:
                 sim.terminate()
+                sim.wait(10)
     rows = []
     service = results["service"]
     for name in names[1:]:
