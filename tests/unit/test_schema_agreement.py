@@ -7,6 +7,8 @@ format they read differently; this test is what lets the hot path trust the fast
 from __future__ import annotations
 
 import copy
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from tests.samples import event_for, seed_events
 from tests.unit.test_events import INVALID
 
 SCHEMAS = default_schemas()
+SCHEMA_FILES = sorted((Path(__file__).parents[2] / "schemas").glob("*.json"))
 
 
 def agree(document: Any) -> None:
@@ -162,3 +165,13 @@ def test_validators_agree_on_generated_documents(vendor: str, data: Any) -> None
             else:
                 put(document, data.draw(st.sampled_from(ENVELOPE)), data.draw(VALUE))
     agree(document)
+
+
+def test_every_format_the_schemas_use_is_checked_by_the_reference() -> None:
+    """jsonschema skips a format it has no checker for (a missing optional package): the
+    reference would then accept what the fast validator refuses. pyproject.toml names the
+    packages of the formats used, not jsonschema's whole format extra."""
+    used = set(re.findall(r'"format":\s*"([^"]+)"', "".join(p.read_text() for p in SCHEMA_FILES)))
+    assert used, "no format found: the search is wrong"
+    checked = set(SCHEMAS.reference.format_checker.checkers)
+    assert used <= checked, f"formats without a checker: {sorted(used - checked)}"
