@@ -173,5 +173,7 @@ def test_every_format_the_schemas_use_is_checked_by_the_reference() -> None:
     packages of the formats used, not jsonschema's whole format extra."""
     used = set(re.findall(r'"format":\s*"([^"]+)"', "".join(p.read_text() for p in SCHEMA_FILES)))
     assert used, "no format found: the search is wrong"
-    checked = set(SCHEMAS.reference.format_checker.checkers)
+    checker = SCHEMAS.reference.format_checker
+    assert checker is not None
+    checked = set(checker.checkers)
     assert used <= checked, f"formats without a checker: {sorted(used - checked)}"
