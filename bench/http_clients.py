@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from importlib.util import find_spec
 from typing import Any
 
-from bench.harness import go_binary
+from bench.harness import Simulator, go_binary
 from bench.scenarios import Row
 
 CONCURRENCY = 256
@@ -214,11 +214,9 @@ def http_clients(repeat: int, quick: bool) -> list[Row]:
     command = [str(go_binary("webflow-simulator"))]
     for _ in range(repeat):
         for name in names:  # a fresh simulator each: its counters and connections
-            sim = subprocess.Popen(command, stdout=subprocess.PIPE)
-            try:
-                assert sim.stdout is not None
-                webflow = json.loads(sim.stdout.readline())["connections"]["webflow"]
-                args = [webflow["default"]["base_url"], webflow["default"]["token"], str(count)]
+            with Simulator([], command=command) as sim:
+                webflow = sim.connections["webflow"]["default"]
+                args = [webflow["base_url"], webflow["token"], str(count)]
                 out = subprocess.run(
                     [sys.executable, "-m", "bench.http_clients", name, *args],
                     check=True,
@@ -226,9 +224,6 @@ def http_clients(repeat: int, quick: bool) -> list[Row]:
                     text=True,
                 )
                 results[name].append(json.loads(out.stdout))
-            finally:
-                sim.terminate()
-                sim.wait(10)
     rows = []
     service = results["service"]
     for name in names[1:]:
