@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -20,6 +19,7 @@ from typing import Any
 from jsonschema import ValidationError
 from jsonschema.exceptions import best_match
 
+from consumer import json_codec
 from consumer.reasons import Reason
 from consumer.schemas import SchemaSet, default_schemas
 
@@ -138,17 +138,11 @@ def _reject(kind: ErrorKind, pointer: str, message: str) -> Rejection:
     return Rejection(kind, (FieldError(pointer, message),))
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _loads(value: bytes) -> Any | Rejection:
     try:
-        text = value.decode("utf-8")
+        return json_codec.loads(value)
     except UnicodeDecodeError as exc:
         return _reject(ErrorKind.INVALID_UTF8, "", f"not UTF-8 (byte {exc.start})")
-    try:
-        return json.loads(text, parse_constant=_no_constants)
     except RecursionError:
         return _reject(ErrorKind.INVALID_JSON, "", "JSON nested too deeply")
     except ValueError as exc:  # JSONDecodeError, NaN, integers beyond the digit limit

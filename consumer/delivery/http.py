@@ -16,7 +16,7 @@ from typing import Any
 from pyreqwest.client import Client, ClientBuilder
 from pyreqwest.exceptions import PyreqwestError
 
-from consumer import __version__
+from consumer import __version__, json_codec
 from consumer.config import DispatchConfig
 from consumer.errors import RetryableError
 
@@ -52,7 +52,7 @@ class HttpResponse:
 
 
 def json_body(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json_codec.dumps(value)
 
 
 class HttpClient:

@@ -63,7 +63,7 @@ class Lane:
     workers: int = 0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Work:
     record: SourceRecord
     event: Event

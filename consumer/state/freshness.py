@@ -28,7 +28,6 @@ is delivered. A crash between the 2xx and the changelog write delivers the updat
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import sqlite3
 import threading
@@ -43,6 +42,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
+from consumer import json_codec
 from consumer.broker.kafka_clients import make_producer
 from consumer.config import Config
 from consumer.events import Event
@@ -397,9 +397,9 @@ class Freshness:
             snapshot = self._overlay.get(asset)
             if snapshot is None:
                 snapshot = store.get(name) or {}
-            text = json.dumps(snapshot, separators=(",", ":"))
-            rows.setdefault(partition, []).append((name, text))
-            records.append((partition, name.encode(), text.encode()))
+            value = json_codec.dumps(snapshot)
+            rows.setdefault(partition, []).append((name, value.decode()))
+            records.append((partition, name.encode(), value))
             owners.append(asset)
         for partition, partition_rows in rows.items():
             self._stores[partition].put_many(partition_rows)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import queue
 import shutil
 import sqlite3
@@ -33,6 +32,7 @@ from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
+from consumer import json_codec
 from consumer.broker.kafka_clients import (
     BrokerError,
     connection_settings,
@@ -151,9 +151,9 @@ class PartitionStore:
 
 
 def _snapshot(text: str) -> Snapshot | None:
-    try:
-        value = json.loads(text)
-    except ValueError:
+    try:  # orjson shares one string per repeated field name among the maps it reads
+        value = json_codec.loads(text.encode())
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 

@@ -1,0 +1,47 @@
+"""JSON on the hot path: every event is decoded once and every request body encoded once.
+
+orjson (Rust) does both at a fraction of the standard library's cost, and its decoder reuses
+one string object per repeated key, so thousands of buffered events do not each carry their
+own copies of "asset_id", "changes" and the field names. It is used only where it gives the
+same answer as the standard library; everywhere else the standard library decides, so what is
+accepted, refused and sent is what it was:
+
+- orjson turns an integer beyond 64 bits into a float (a silent loss of digits); a text with a
+  run of 19 or more digits is decoded by the standard library instead, and a value holding such
+  an integer is encoded by it;
+- a text orjson refuses is decoded again by the standard library (it accepts a few that orjson
+  does not, such as lone surrogate escapes, and its error messages are the ones users see).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import orjson
+
+_LONG_NUMBER = re.compile(rb"\d{19}")  # 2**63 has 19 digits: shorter integers fit orjson's
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads(value: bytes) -> Any:
+    """Decode strict JSON (NaN and Infinity refused). Raises ``UnicodeDecodeError``,
+    ``ValueError`` or ``RecursionError`` exactly as ``json.loads`` of the UTF-8 text would."""
+    if _LONG_NUMBER.search(value) is None:
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            pass  # the standard library gives the verdict and its message
+    return json.loads(value.decode("utf-8"), parse_constant=_no_constants)
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON, non-ASCII characters as themselves."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # an integer beyond 64 bits
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
