@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 from urllib.parse import urlsplit
 
 import pytest
+from prometheus_client import REGISTRY
 
 from consumer import __version__
 from consumer.config import Connection, DispatchConfig
+from consumer.delivery.dispatcher import Dispatcher
 from consumer.delivery.http import HttpClient
 from consumer.vendors import VENDORS
 from tests.dispatch.conftest import deliver, make_config, valid
 from tests.fakes import FakeVendors
+from tests.fakes.rate_limits import TokenBucket
 
 
 def test_lexful_patch_with_bearer_and_account_header(fakes: FakeVendors) -> None:
@@ -170,3 +174,26 @@ def test_identifiers_never_leave_their_path_segment(vendor: str, hostile: str) -
     assert ".." not in url.path.split("/")
     assert not any(ch in request.url for ch in "\r\n ")
     assert url.path.count("/") == client.build([valid(vendor)], "t").url.count("/") - 2
+
+
+def test_the_rate_limit_gauge_shows_what_the_vendor_said_remains(fakes: FakeVendors) -> None:
+    fakes.webflow.limit_to(TokenBucket(0.001, burst=50))  # hardly refills during the test
+    config = make_config(fakes)
+
+    async def one_after_another() -> list[float | None]:
+        dispatcher = Dispatcher(config, rand=lambda: 0.5)
+        seen = []
+        try:
+            for _ in range(3):
+                outcome = await dispatcher.deliver(valid("webflow"))
+                assert outcome.delivered, outcome
+                seen.append(
+                    REGISTRY.get_sample_value(
+                        "asset_sync_vendor_rate_limit_remaining", {"vendor": "webflow"}
+                    )
+                )
+        finally:
+            await dispatcher.close()
+        return seen
+
+    assert asyncio.run(one_after_another()) == [49, 48, 47]
