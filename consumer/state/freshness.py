@@ -388,7 +388,7 @@ class Freshness:
         """Put the assets' current maps into their stores; the changelog records to send."""
         owners: list[Asset] = []
         records: list[tuple[int, bytes, bytes]] = []
-        rows: dict[int, list[tuple[str, str]]] = {}
+        rows: dict[int, list[tuple[str, bytes]]] = {}
         for asset in batch:
             partition, name = asset
             store = self._stores.get(partition)
@@ -398,7 +398,7 @@ class Freshness:
             if snapshot is None:
                 snapshot = store.get(name) or {}
             value = json_codec.dumps(snapshot)
-            rows.setdefault(partition, []).append((name, value.decode()))
+            rows.setdefault(partition, []).append((name, value))
             records.append((partition, name.encode(), value))
             owners.append(asset)
         for partition, partition_rows in rows.items():

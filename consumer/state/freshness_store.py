@@ -51,7 +51,11 @@ CHANGELOG_SETTINGS = {
     "min.cleanable.dirty.ratio": "0.2",
 }
 RESTORE_RETRY_S = 2.0
-RESTORE_POLL_RECORDS = 5_000
+# A restore reads small fetches a few at a time: what one step decodes is garbage right after,
+# and larger steps (2 MB fetches, 5,000 records) left the process 40-60 MB larger for good
+# without restoring faster (bench/RESULTS.md, scenario 10).
+RESTORE_POLL_RECORDS = 1_000
+RESTORE_FETCH_BYTES = 256 * 1024
 
 
 def changelog_topic(config: Config) -> str:
@@ -108,8 +112,10 @@ class PartitionStore:
             f"cache_size=-{cache_kb}",
         ):
             self.db.execute(f"PRAGMA {pragma}")
+        # v holds the changelog record's value as it is (JSON bytes): nothing to convert on
+        # the way in, from a restore or a delivery
         self.db.execute(
-            "CREATE TABLE IF NOT EXISTS f (asset TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID"
+            "CREATE TABLE IF NOT EXISTS f (asset TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID"
         )
 
     def get(self, asset: str) -> Snapshot | None:
@@ -123,13 +129,13 @@ class PartitionStore:
             chunk = assets[start : start + 500]
             marks = ",".join("?" * len(chunk))
             query = f"SELECT asset, v FROM f WHERE asset IN ({marks})"  # noqa: S608 - only marks
-            for asset, text in self.db.execute(query, chunk):
-                value = _snapshot(text)
+            for asset, stored in self.db.execute(query, chunk):
+                value = _snapshot(stored)
                 if value is not None:
                     found[asset] = value
         return found
 
-    def put_many(self, rows: Iterable[tuple[str, str]]) -> None:
+    def put_many(self, rows: Iterable[tuple[str, bytes]]) -> None:
         self.db.execute("BEGIN")
         try:
             self.db.executemany("INSERT OR REPLACE INTO f VALUES (?, ?)", rows)
@@ -150,9 +156,9 @@ class PartitionStore:
             self.path.unlink()
 
 
-def _snapshot(text: str) -> Snapshot | None:
+def _snapshot(stored: bytes) -> Snapshot | None:
     try:  # orjson shares one string per repeated field name among the maps it reads
-        value = json_codec.loads(text.encode())
+        value = json_codec.loads(stored)
     except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
@@ -273,7 +279,7 @@ class Restorer(threading.Thread):
                     enable_auto_commit=False,
                     auto_offset_reset="earliest",
                     max_poll_records=RESTORE_POLL_RECORDS,
-                    max_partition_fetch_bytes=2 * 1024 * 1024,
+                    max_partition_fetch_bytes=RESTORE_FETCH_BYTES,
                 )
             except KafkaError as exc:
                 raise BrokerError(f"cannot connect to {kafka.bootstrap_servers}: {exc}") from None
@@ -292,7 +298,7 @@ class Restorer(threading.Thread):
             reading = self._jobs.get(tp.partition)
             if reading is None or reading.store is None:
                 continue
-            live = [(r.key.decode(), r.value.decode()) for r in records if r.key and r.value]
+            live = [(r.key.decode(), r.value) for r in records if r.key and r.value]
             gone = [r.key.decode() for r in records if r.key and r.value is None]
             reading.store.put_many(live)
             if gone:
