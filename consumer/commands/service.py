@@ -241,11 +241,22 @@ class Service:
         if rejoin_if_join_dropped(self._consumer):
             log.warning("kafka-python dropped a finished rebalance; joining the group again")
         self._flow_control()
+        self._put_back_held(batches)
         if self._parking is not None:
             self._parking.refresh(self._consumer)
         if time.monotonic() - self._last_lag > LAG_REFRESH_S:
             self._refresh_lag()
         return batches
+
+    def _put_back_held(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        """Records of a partition held now were fetched before it was (a connection started
+        parking while a fetch of its parking partition was under way): they are not taken,
+        and the partition is read from the first of them once it is let go. Taken, parked
+        events came straight back and waited in memory, and never expired."""
+        assert self._consumer is not None
+        held = self._held()
+        for tp in [tp for tp in batches if tp in held]:
+            self._consumer.seek(tp, batches.pop(tp)[0].offset)
 
     def _coordinator_known(self) -> bool:
         """Whether the group coordinator answers. poll() returns quietly while the broker is

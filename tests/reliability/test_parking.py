@@ -10,6 +10,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+import pytest
 from kafka import KafkaProducer
 
 from consumer.local.samples import event
@@ -167,22 +168,49 @@ def test_sigkill_while_parking_and_while_reading_back_loses_nothing(
     assert third.terminate() == 0
 
 
+def test_no_parked_event_is_read_back_while_its_connection_parks(
+    kafka_bootstrap: str, source_topic: str, vendors: FakeVendors, start_service: StartService
+) -> None:
+    # Given Trelica down for 8 s
+    vendors.trelica.outage(8.0, Reply(503, body={"error": "down"}))
+    service = start_service(**QUICK_PARKING)
+    # When 120 updates come, all parked at once
+    produce(kafka_bootstrap, source_topic, trelica_wave(0, 3))
+    wait_until(
+        lambda: vendors.trelica.ok >= ASSETS * 3,
+        timeout_s=60,
+        message="every update delivered after the outage",
+    )
+    # Then no parking partition was read back before parking ended (a fetch of one that was
+    # under way as parking began used to hand its events straight back)
+    messages = [e["msg"] for e in service.log_entries()]
+    started = messages.index("connection unavailable: parking its events")
+    ended = messages.index("connection available: reading its parked events back")
+    assert "parked events all read back" not in messages[started:ended]
+    assert service.terminate() == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open defect: with none of a parking connection's events left in memory, parking "
+    "ends as soon as a probe is due and reads every parked event back (0.5-2 s after it was "
+    "parked), so during an outage they wait in memory and none lives to expire",
+)
 def test_an_event_parked_longer_than_max_age_is_dead_lettered_as_expired(
     kafka_bootstrap: str, source_topic: str, vendors: FakeVendors, start_service: StartService
 ) -> None:
-    # Given Trelica down for 12 s, and parked events that may wait 0.2 s, less than a
-    # read-back takes (parking is decided every 0.5 s). With 3 s the outcome hung on when
-    # the read-back came: in one CI run all 120 parked events were back within 3 s and none
-    # expired (not reproduced locally in 6 runs, 3 of them with the cores loaded).
+    # Given Trelica down for 12 s, and parked events that may wait 3 s
     trelica = vendors.trelica
     trelica.outage(12.0, Reply(503, body={"error": "down"}))
     service = start_service(
-        parking={"enabled": True, "backlog": 20, "max_age_s": 0.2},
+        parking={"enabled": True, "backlog": 20, "max_age_s": 3},
         breaker={"failure_threshold": 3, "open_s": 0.5, "max_open_s": 2},
     )
     # When 120 updates come and most are parked
     produce(kafka_bootstrap, source_topic, trelica_wave(0, 3))
-    # Then those read back are dead-lettered as expired, the rest delivered
+    # Then every parked one is read back after the outage and dead-lettered as expired (a
+    # parking partition fetched as parking began is put back, not read at once: before that,
+    # its events came straight back, waited in memory and were delivered after the outage)
     wait_until(
         lambda: trelica.ok + service.metric("asset_sync_events_dead_lettered_total") >= ASSETS * 3,
         timeout_s=60,
@@ -190,7 +218,7 @@ def test_an_event_parked_longer_than_max_age_is_dead_lettered_as_expired(
     )
     parked = service.metric("asset_sync_events_parked_total")
     expired = service.metric("asset_sync_events_dead_lettered_total", reason="expired")
-    assert parked > 0 and 0 < expired <= parked, (parked, expired)
+    assert parked > 0 and expired == parked, (parked, expired)
     assert service.metric("asset_sync_events_dead_lettered_total") == expired
     dead = consume_all(kafka_bootstrap, f"{source_topic}.dlq", expected=int(expired))
     assert {dict(r.headers)["dlq.reason"] for r in dead} == {b"expired"}
