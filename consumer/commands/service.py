@@ -240,21 +240,23 @@ class Service:
             return {}
         if rejoin_if_join_dropped(self._consumer):
             log.warning("kafka-python dropped a finished rebalance; joining the group again")
-        self._flow_control()
-        self._put_back_held(batches)
+        held = self._held()
+        self._flow_control(held)
+        self._put_back_held(batches, held)
         if self._parking is not None:
             self._parking.refresh(self._consumer)
         if time.monotonic() - self._last_lag > LAG_REFRESH_S:
             self._refresh_lag()
         return batches
 
-    def _put_back_held(self, batches: dict[TopicPartition, list[Any]]) -> None:
+    def _put_back_held(
+        self, batches: dict[TopicPartition, list[Any]], held: set[TopicPartition]
+    ) -> None:
         """Records of a partition held now were fetched before it was (a connection started
         parking while a fetch of its parking partition was under way): they are not taken,
         and the partition is read from the first of them once it is let go. Taken, parked
         events came straight back and waited in memory, and never expired."""
         assert self._consumer is not None
-        held = self._held()
         for tp in [tp for tp in batches if tp in held]:
             self._consumer.seek(tp, batches.pop(tp)[0].offset)
 
@@ -265,7 +267,8 @@ class Service:
         unknown = getattr(coordinator, "coordinator_unknown", None)
         return not unknown() if callable(unknown) else True
 
-    def _flow_control(self) -> None:
+    def _flow_control(self, held: set[TopicPartition]) -> None:
+        """Pause what is ``held`` (``_held``), and everything while the buffer is full."""
         assert self._consumer is not None
         dispatch = self.config.dispatch
         unfinished, uncommitted = self.tracker.unfinished(), self.tracker.uncommitted()
@@ -274,7 +277,6 @@ class Service:
         # what a restart re-delivers.
         load = max(unfinished / dispatch.max_buffered, uncommitted / dispatch.max_uncommitted)
         paused = self._consumer.paused()
-        held = self._held()
         if hold := (held & self._consumer.assignment()) - paused:  # e.g. a connection parks
             self._consumer.pause(*hold)
             paused = paused | hold

@@ -13,6 +13,8 @@ from collections.abc import Set as AbstractSet
 from typing import Any, ClassVar
 from urllib.parse import quote
 
+from prometheus_client import Gauge
+
 from consumer.config import Connection
 from consumer.delivery.http import HttpClient, HttpRequest, HttpResponse
 from consumer.delivery.retry import parse_retry_after
@@ -92,7 +94,7 @@ class VendorClient(ABC):
         )
         self._duration = metrics.VENDOR_REQUEST_DURATION.labels(self.name)
         self._requests: dict[str, Any] = {}
-        self._remaining: Any = None  # its rate-limit gauge child, once the vendor said one
+        self._remaining: Gauge | None = None  # its rate-limit gauge child, once the vendor said one
 
     @abstractmethod
     def token_source(self) -> TokenSource: ...
