@@ -244,6 +244,7 @@ class Service:
         self._flow_control(held)
         self._put_back_held(batches, held)
         if self._parking is not None:
+            self._parking.take_probe(batches, self._consumer)
             self._parking.refresh(self._consumer)
         if time.monotonic() - self._last_lag > LAG_REFRESH_S:
             self._refresh_lag()

@@ -17,6 +17,10 @@ source once the connection is available: its events go through the pipeline (and
 like any, each finished by its own offset. An event parked longer than
 ``parking.max_age_s`` is dead-lettered as ``expired`` when it is read back.
 
+While a connection parks with none of its events left in memory, nothing would probe its
+vendor: once a probe is due, one live parked event is read back (with the expired ones ahead
+of it, which are dead-lettered) to be that probe; the rest stay parked until it succeeds.
+
 Whether a partition's parked events were all read back is the consumer's position against the
 partition's end: nothing else has to outlive a process.
 """
@@ -51,6 +55,7 @@ TICK_S = 0.5  # how often each connection's availability and backlog are looked 
 PARK_RETRY_S = (0.5, 1, 2, 5, 10, 30)
 DAY_S = 86400.0
 REPORT_S = 1.0  # how often the gauges are set (from what the consumer knows: no broker call)
+PROBE_SETTLE_S = 1.0  # a probe event taken is in the pipeline's count well within this
 
 
 def parking_topics(config: Config) -> dict[str, Connection]:
@@ -94,6 +99,8 @@ class Parking:
         self.tracker = tracker
         self.breakers = breakers
         self._parking: set[Connection] = set()  # unavailable: their new events are parked
+        self._probing: set[Connection] = set()  # parking: one parked event may be read back
+        self._probe_taken: dict[Connection, float] = {}  # when one was (monotonic)
         self._assigned: set[TopicPartition] = set()  # parking partitions of this member
         self._checked: set[TopicPartition] = set()  # looked at since they were assigned
         self._clear: set[TopicPartition] = set()  # every parked event read back
@@ -177,22 +184,19 @@ class Parking:
     ) -> None:
         """Unavailable: the breaker is not closed, or the connection is paused, or it is
         rate-limited beyond a bound (its oldest waiting event waited ``parking.max_wait_s``).
-        Parking ends once it is available and less than half the backlog bound waits here;
-        with none of its events left here nothing would probe a vendor that is down: then
-        parked ones are read back once a probe is due (if it fails, parking starts again)."""
+        Parking ends once it is available and less than half the backlog bound waits here.
+        With none of its events left here nothing would probe a vendor that is down: once a
+        probe is due, one parked event is read back to be the probe (``take_probe``); if
+        nothing of it is parked on this member, parking ends and new events probe."""
         settings = self.config.parking
         breaker = self.breakers.get(connection)
         available = breaker is None or breaker.available
         count, oldest_s = waiting(connection)
         if connection in self._parking:
-            if (available and count <= settings.backlog // 2) or (
-                count == 0 and breaker is not None and breaker.probe_due
-            ):
-                self._parking.discard(connection)
-                metrics.CONNECTION_PARKING.labels(*connection).set(0)
-                log.info(
-                    "connection available: reading its parked events back", extra=_about(connection)
-                )
+            if available and count <= settings.backlog // 2:
+                self._end(connection, "connection available: reading its parked events back")
+            elif count == 0 and breaker is not None and breaker.probe_due:
+                self._probe(connection)
             return
         if count <= settings.backlog or (available and oldest_s <= settings.max_wait_s):
             return
@@ -203,6 +207,30 @@ class Parking:
             self.park(tp, record, connection)
         fields = {**_about(connection)["fields"], "moved": len(taken)}
         log.warning("connection unavailable: parking its events", extra={"fields": fields})
+
+    def _end(self, connection: Connection, message: str) -> None:
+        with self._lock:
+            self._parking.discard(connection)
+            self._probing.discard(connection)
+        metrics.CONNECTION_PARKING.labels(*connection).set(0)
+        log.info(message, extra=_about(connection))
+
+    def _probe(self, connection: Connection) -> None:
+        """A probe is due and none of the connection's events is here to be it."""
+        topic = self._topic_of[connection]
+        with self._lock:
+            if connection in self._probing:
+                return
+            taken = self._probe_taken.get(connection)
+            if taken is not None and time.monotonic() - taken < PROBE_SETTLE_S:
+                return  # the one taken is on its way to the pipeline
+            unread = any(tp.topic == topic and tp not in self._clear for tp in self._assigned)
+            if unread:
+                self._probing.add(connection)
+        if unread:
+            log.info("probing the vendor with a parked event", extra=_about(connection))
+        else:
+            self._end(connection, "nothing of the connection parked here: new events probe")
 
     async def _send_forever(self) -> None:
         attempt = 0
@@ -295,9 +323,43 @@ class Parking:
         and the source partitions whose parking partitions were not looked at yet."""
         with self._lock:
             assigned, unchecked = set(self._assigned), self._assigned - self._checked
-        held = {tp for tp in assigned if self.topics[tp.topic] in self._parking}
+            parking = self._parking - self._probing
+        held = {tp for tp in assigned if self.topics[tp.topic] in parking}
         held |= {TopicPartition(self.source, tp.partition) for tp in unchecked}
         return held
+
+    def take_probe(self, batches: dict[TopicPartition, list[Any]], consumer: KafkaConsumer) -> None:
+        """After a poll: of a probing connection's parking partitions, only the first live
+        record is taken (and the expired ones ahead of it, to be dead-lettered); every
+        partition is read from its first record not taken once it is let go."""
+        with self._lock:
+            probing = {self._topic_of[c]: c for c in self._probing}
+        if not probing:
+            return
+        live_taken: set[Connection] = set()
+        for tp in sorted((tp for tp in batches if tp.topic in probing), key=lambda t: t.partition):
+            connection = probing[tp.topic]
+            records = batches[tp]
+            kept = 0
+            while kept < len(records) and self.expired(records[kept].timestamp):
+                kept += 1
+            if kept < len(records) and connection not in live_taken:
+                kept += 1
+                live_taken.add(connection)
+            if kept < len(records):
+                consumer.seek(tp, records[kept].offset)
+            if kept:
+                batches[tp] = records[:kept]
+            else:
+                del batches[tp]
+        if live_taken:  # held again from now: no later fetch of them is taken
+            topics = {self._topic_of[c] for c in live_taken}
+            with self._lock:
+                self._probing -= live_taken
+                for connection in live_taken:
+                    self._probe_taken[connection] = time.monotonic()
+                held = [tp for tp in self._assigned if tp.topic in topics]
+            consumer.pause(*held)
 
     def refresh(self, consumer: KafkaConsumer) -> None:
         """After a poll: which parking partitions were read back to their end. The end is

@@ -3,6 +3,7 @@ its breaker, its pause, and how many of its events wait here and for how long.""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -78,7 +79,7 @@ def test_parking_ends_when_available_with_half_the_backlog_or_less_left() -> Non
     assert TRELICA not in parked._parking
 
 
-def test_with_nothing_left_to_probe_with_parked_events_are_read_back_when_a_probe_is_due() -> None:
+def test_with_nothing_parked_on_this_member_parking_ends_when_a_probe_is_due() -> None:
     clock = Clock()
     parked, breaker = parking(clock)
     breaker.machine.failed(probe=False)  # open for 1 s
@@ -86,9 +87,78 @@ def test_with_nothing_left_to_probe_with_parked_events_are_read_back_when_a_prob
     assert TRELICA in parked._parking
     decide(parked, 0, 0)  # nothing waits, the open wait is not over: stays parked
     assert TRELICA in parked._parking
-    clock.now = 1.5  # the probe is due
+    clock.now = 1.5  # the probe is due; no parking partition of it is assigned here
     decide(parked, 0, 0)
     assert TRELICA not in parked._parking
+
+
+PARKED_0 = TopicPartition("changes.parked.trelica.default", 0)
+PARKED_1 = TopicPartition("changes.parked.trelica.default", 1)
+
+
+class Record:
+    def __init__(self, offset: int, age_s: float) -> None:
+        self.offset = offset
+        self.timestamp = int((time.time() - age_s) * 1000)
+
+
+class Consumer:
+    """What ``take_probe`` asks of kafka-python's consumer: seek and pause."""
+
+    def __init__(self) -> None:
+        self.seeks: dict[TopicPartition, int] = {}
+        self.paused: set[TopicPartition] = set()
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks[tp] = offset
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused.update(tps)
+
+
+def probing() -> tuple[Parking, CircuitBreaker, Clock]:
+    """Trelica parks with its events on two parking partitions of this member, none of its
+    events left in memory, and a probe due."""
+    clock = Clock()
+    parked, breaker = parking(clock)
+    parked.assigned([PARKED_0, PARKED_1])
+    breaker.machine.failed(probe=False)  # open for 1 s
+    decide(parked, 101, 1)
+    clock.now = 1.5
+    decide(parked, 0, 0)
+    return parked, breaker, clock
+
+
+def test_with_parked_events_here_one_is_read_back_to_probe_and_the_rest_stay_parked() -> None:
+    parked, _, _ = probing()
+    assert TRELICA in parked._parking  # still parking: new events are parked
+    assert PARKED_0 not in parked.held() and PARKED_1 not in parked.held()  # fetched now
+    old = parked.config.parking.max_age_s + 10
+    batches: dict[TopicPartition, list[Any]] = {
+        PARKED_1: [Record(20, old), Record(21, 1), Record(22, 1)],
+        PARKED_0: [Record(10, 1), Record(11, 1)],
+    }
+    consumer = Consumer()
+    parked.take_probe(batches, consumer)
+    # partition 0 comes first: its first record is the probe; partition 1 gives only the
+    # expired one ahead of its first live record (dead-lettered when submitted)
+    assert {tp: [r.offset for r in rs] for tp, rs in batches.items()} == {
+        PARKED_0: [10],
+        PARKED_1: [20],
+    }
+    assert consumer.seeks == {PARKED_0: 11, PARKED_1: 21}
+    assert consumer.paused == {PARKED_0, PARKED_1}
+    assert {PARKED_0, PARKED_1} <= parked.held()
+
+
+def test_no_second_probe_is_read_back_while_the_first_is_on_its_way() -> None:
+    parked, _, _ = probing()
+    parked.take_probe({PARKED_0: [Record(10, 1)]}, Consumer())
+    decide(parked, 0, 0)  # the probe event is not counted yet (on its way to the pipeline)
+    assert PARKED_0 in parked.held() and TRELICA not in parked._probing
+    parked._probe_taken[TRELICA] -= 1.1  # settled: a count of 0 now means the probe finished
+    decide(parked, 0, 0)
+    assert TRELICA in parked._probing
 
 
 def test_the_events_taken_at_the_start_are_parked_in_offset_order() -> None:
