@@ -7,6 +7,7 @@ turns the errors a person can cause into one clear line and an exit code, never 
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,6 +46,16 @@ def event_loop_factory() -> Callable[[], Any]:
     return uvloop.new_event_loop
 
 
+def tune_gc() -> None:
+    """The cyclic collector, for a service that makes and drops a few dozen objects per event:
+    what start-up made (modules, schemas, the configuration) moves out of its sight for good
+    (``gc.freeze``), and a young collection runs every 10,000 allocations instead of 700:
+    about 5 µs less CPU an event (bench/RESULTS.md, issue 16). Garbage cycles wait a little
+    longer to be freed."""
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
 def _serve(args: argparse.Namespace, server: Callable[[Config], Any]) -> int:
     """Load the config, set up logging, run ``server(config).run()`` until it stops."""
     import asyncio
@@ -54,6 +65,7 @@ def _serve(args: argparse.Namespace, server: Callable[[Config], Any]) -> int:
 
     config = load_config(args.config)
     setup_logging(config.log_level)
+    tune_gc()
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         runner.run(server(config).run())
     return 0

@@ -102,7 +102,7 @@ class Rejection:
         return encoded[: limit - 3].decode("utf-8", errors="ignore") + "..."
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see consumer/outcome.py
 class Event:
     """A valid asset-change event. ``data`` has passed its vendor's schema."""
 

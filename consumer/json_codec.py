@@ -6,9 +6,10 @@ own copies of "asset_id", "changes" and the field names. It is used only where i
 same answer as the standard library; everywhere else the standard library decides, so what is
 accepted, refused and sent is what it was:
 
-- orjson turns an integer beyond 64 bits into a float (a silent loss of digits); a text with a
-  run of 19 or more digits is decoded by the standard library instead, and a value holding such
-  an integer is encoded by it;
+- orjson turns an integer beyond 64 bits into a float (a silent loss of digits); a text where a
+  run of 19 or more digits starts a number (not inside a word or right after a quote: ids such
+  as Webflow's 24-digit ones are strings) is decoded by the standard library instead, and a
+  value holding such an integer is encoded by it;
 - a text orjson refuses is decoded again by the standard library (it accepts a few that orjson
   does not, such as lone surrogate escapes, and its error messages are the ones users see).
 """
@@ -21,7 +22,9 @@ from typing import Any
 
 import orjson
 
-_LONG_NUMBER = re.compile(rb"\d{19}")  # 2**63 has 19 digits: shorter integers fit orjson's
+# 2**63 has 19 digits: shorter integers fit orjson's. A number's digits follow a structural
+# character, whitespace, a sign, a point or an exponent, never a letter, digit or quote.
+_LONG_NUMBER = re.compile(rb'(?<![\w"])\d{19}')
 
 
 def _no_constants(name: str) -> Any:

@@ -17,7 +17,7 @@ MAX_ERROR_BYTES = 4096
 PREFIX = "dlq."
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see consumer/outcome.py
 class SourceRecord:
     """Where a record came from, and its bytes, as consumed."""
 

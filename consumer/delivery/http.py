@@ -21,7 +21,7 @@ from consumer.config import DispatchConfig
 from consumer.errors import RetryableError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see consumer/outcome.py
 class HttpRequest:
     """What to send. ``url`` is already percent-encoded; ``query`` is sent in this order."""
 
@@ -32,7 +32,7 @@ class HttpRequest:
     query: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see consumer/outcome.py
 class HttpResponse:
     status: int
     headers: Mapping[str, str]

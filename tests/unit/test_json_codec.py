@@ -33,6 +33,32 @@ def test_an_event_with_a_long_integer_is_delivered_with_it_unchanged() -> None:
 
 @pytest.mark.parametrize(
     "text",
+    [
+        b"-9999999999999999999",
+        b"[18446744073709551616]",
+        b'{"n":\n -9223372036854775809}',
+        b'{"n":[1,-12345678901234567890]}',
+        b"0.12345678901234567890123",
+        b"1e-1234567890123456789",
+        b"1E+1234567890123456789",
+    ],
+)
+def test_a_number_of_19_digits_or_more_anywhere_reads_as_the_standard_library_reads_it(
+    text: bytes,
+) -> None:
+    ours, theirs = json_codec.loads(text), json.loads(text)
+    assert ours == theirs and type(ours) is type(theirs)
+
+
+def test_a_long_run_of_digits_inside_a_string_does_not_need_the_standard_library() -> None:
+    # Webflow item ids are 24 digits long in the samples and the bench: not numbers
+    for text in [b'{"asset_id": "000000000000000000000007"}', b'["x1234567890123456789012"]']:
+        assert json_codec._LONG_NUMBER.search(text) is None
+    assert json_codec._LONG_NUMBER.search(b'{"n": 1234567890123456789}') is not None
+
+
+@pytest.mark.parametrize(
+    "text",
     [b'{"a": NaN}', b'{"a": Infinity}', b"[1, 2", b'{"a": 1,}', b"\xef\xbb\xbf{}", b""],
 )
 def test_what_the_standard_library_refuses_is_refused_with_its_message(text: bytes) -> None:
