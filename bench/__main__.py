@@ -12,7 +12,7 @@ import os
 import platform
 from typing import Any
 
-from bench import freshness, http_clients, parking, peer, scenarios
+from bench import freshness, hot_path, http_clients, parking, peer, scenarios
 from bench.harness import Bench
 from bench.scenarios import Row
 
@@ -33,7 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller event counts")
     parser.add_argument("--repeat", type=int, default=3, help="runs per scenario (median)")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11,12,13")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11,12,13,14")
     args = parser.parse_args()
     only = {int(x) for x in args.only.split(",")}
     rows: list[Row] = []
@@ -79,6 +79,8 @@ def main() -> None:
             report(peer.peer(bench, args.repeat, args.quick))
         if 13 in only:  # the HTTP client alone, against the Go simulator
             report(http_clients.http_clients(args.repeat, args.quick))
+        if 14 in only:  # the service's own work per event, in one process
+            report(hot_path.hot_path(args.quick))
     met = [r.met for r in rows if r.met is not None]
     print(f"\n{sum(met)} of {len(met)} targets met", flush=True)
 
