@@ -21,10 +21,10 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from kafka.structs import TopicPartition
-from prometheus_client import Gauge
 
 from consumer.broker.dead_letter import DeadLetterWriter, SourceRecord
 from consumer.broker.kafka_clients import PublishFailed
@@ -58,7 +58,7 @@ class Lane:
     connection: tuple[str, str]  # vendor, connection name
     limit: int
     slots: AbstractAsyncContextManager[Any]  # the all-vendors count, or none (batched)
-    inflight: Gauge | None  # its asset_sync_inflight_events child; None: not configured
+    counted: bool  # configured: its deliveries under way show in asset_sync_inflight_events
     ready: deque[Asset] = field(default_factory=deque)  # queued work, no worker yet
     workers: int = 0
 
@@ -110,12 +110,14 @@ class Pipeline:
         # nothing lasting. Gauge children exist for configured connections only: a label
         # value is never taken from an event.
         self._lanes: dict[tuple[str, str], Lane] = {}
-        self._gauges = {
-            (v, name): metrics.INFLIGHT.labels(v, name)
-            for v, named in config.connections.items()
-            for name in named
+        # Deliveries under way per configured connection, read when /metrics is scraped: a
+        # gauge's inc() and dec() take a lock each, twice per event (bench/RESULTS.md).
+        self._in_flight = {
+            (v, name): 0 for v, named in config.connections.items() for name in named
         }
-        self._waiting: dict[tuple[str, str], Waiting] = {key: {} for key in self._gauges}
+        for key in self._in_flight:
+            metrics.INFLIGHT.labels(*key).set_function(partial(self._in_flight.__getitem__, key))
+        self._waiting: dict[tuple[str, str], Waiting] = {key: {} for key in self._in_flight}
         metrics.CONNECTION_BACKLOG.watch(self)
         self._queues: dict[Asset, deque[Work]] = {}
         self._drains: dict[Asset, asyncio.Task[None]] = {}  # asset -> worker
@@ -335,7 +337,7 @@ class Pipeline:
             connection=(vendor, connection),
             limit=dispatch.max_in_flight_per_connection * (dispatch.batch_max if batched else 1),
             slots=contextlib.nullcontext() if batched else self._all_slots,
-            inflight=self._gauges.get((vendor, connection)),
+            counted=(vendor, connection) in self._in_flight,
         )
         self._lanes[(vendor, connection)] = lane
         return lane
@@ -455,16 +457,16 @@ class Pipeline:
                 return
             event = verdict.event
         await self._wait_while_paused(work, lane)
-        gauge = lane.inflight
         async with lane.slots:
-            if gauge is None:  # no such connection: the dispatcher refuses it at once
+            if not lane.counted:  # no such connection: the dispatcher refuses it at once
                 outcome = await self.dispatcher.deliver(event)
             else:
-                gauge.inc()
+                in_flight, connection = self._in_flight, lane.connection
+                in_flight[connection] += 1
                 try:
                     outcome = await self.dispatcher.deliver(event)
                 finally:
-                    gauge.dec()
+                    in_flight[connection] -= 1
         if work.dropped:
             return
         if outcome.delivered:
