@@ -22,8 +22,10 @@ from typing import Any
 
 import orjson
 
-# 2**63 has 19 digits: shorter integers fit orjson's. A number's digits follow a structural
-# character, whitespace, a sign, a point or an exponent, never a letter, digit or quote.
+# 2**63 has 19 digits: shorter integers fit orjson's. An integer part's digits follow a
+# structural character, whitespace or a sign, a fraction's a point; inside strings a run
+# mostly follows a letter, a digit or a quote, and is left to orjson. So is an exponent's
+# run right after its "e" (orjson reads it as the standard library does, or refuses it).
 _LONG_NUMBER = re.compile(rb'(?<![\w"])\d{19}')
 
 

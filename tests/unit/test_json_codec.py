@@ -41,6 +41,8 @@ def test_an_event_with_a_long_integer_is_delivered_with_it_unchanged() -> None:
         b"0.12345678901234567890123",
         b"1e-1234567890123456789",
         b"1E+1234567890123456789",
+        b"1e0000000000000000000005",
+        b"[1E1234567890123456789]",
     ],
 )
 def test_a_number_of_19_digits_or_more_anywhere_reads_as_the_standard_library_reads_it(
