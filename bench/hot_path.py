@@ -10,7 +10,10 @@ pacer, metrics) and the Webflow module, for events no earlier round sent. Two wa
   real client's send and body read are), with the Go simulator's headers; the figure is the
   service's Python alone, steady to about 2 % between runs;
 - ``simulator``: the service's own pyreqwest client against the Go simulator (bench/simulator):
-  the Python plus the HTTP client's calls and its Rust thread.
+  the Python plus the HTTP client's calls and its Rust thread;
+- ``aiohttp``: the same through aiohttp's client, tuned as in scenario 13: a client on the
+  event loop's own thread, whose requests cross no thread (pyreqwest's cross twice), for
+  what an event costs the service with each kind of client.
 
 Each mode runs in a fresh interpreter under uvloop, with the service's collector tuning, after
 one warm-up round; the figure is CPU-µs per event (the process, and its main thread).
@@ -28,9 +31,10 @@ import time
 from typing import Any
 
 from bench.harness import Simulator, go_binary
+from bench.http_clients import aiohttp_send, aiohttp_session
 from bench.scenarios import Row
 
-MODES = ("instant", "simulator")
+MODES = ("instant", "simulator", "aiohttp")
 ROUNDS = 3  # measured, after a warm-up one
 
 
@@ -57,6 +61,26 @@ class InstantHttp:
 
     async def close(self) -> None:
         return None
+
+
+class AiohttpHttp:
+    """The service's HttpClient interface over scenario 13's tuned aiohttp session."""
+
+    def __init__(self) -> None:
+        self.session: Any = None
+
+    async def send(self, request: Any) -> Any:
+        from consumer.delivery.http import HttpResponse
+
+        if self.session is None:  # inside the event loop
+            self.session = aiohttp_session(tuned=True)
+        started = time.monotonic()
+        status, headers, body = await aiohttp_send(self.session, request)
+        return HttpResponse(status, headers, body, time.monotonic() - started)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
 
 
 async def rounds(base: str, token: str, count: int, http: Any) -> list[tuple[float, float]]:
@@ -107,7 +131,7 @@ def child(mode: str, base: str, token: str, count: int) -> None:
     from consumer.cli import tune_gc
 
     tune_gc()
-    http = InstantHttp() if mode == "instant" else None
+    http = {"instant": InstantHttp, "aiohttp": AiohttpHttp}.get(mode, lambda: None)()
     print(json.dumps(uvloop.run(rounds(base, token, count, http))))
 
 
@@ -128,7 +152,11 @@ def hot_path(quick: bool) -> list[Row]:
             f"main thread {[round(f[1], 1) for f in figures]}",
             flush=True,
         )
-        answer = "instant answers" if mode == "instant" else "Go simulator, pyreqwest"
+        answer = {
+            "instant": "instant answers",
+            "simulator": "Go simulator, pyreqwest",
+            "aiohttp": "Go simulator, aiohttp tuned",
+        }[mode]
         scenario = "14 the service's work per event, no Kafka"
         rows.append(Row(scenario, f"CPU-µs per event, {answer}", process, "µs"))
         rows.append(Row(scenario, f"of which the event loop's thread, {answer}", main, "µs"))

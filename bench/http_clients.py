@@ -63,13 +63,14 @@ async def service_client() -> tuple[Send, Callable[[], Awaitable[None]]]:
     return send, client.close
 
 
-async def aiohttp_client(tuned: bool) -> tuple[Send, Callable[[], Awaitable[None]]]:
+def aiohttp_session(tuned: bool) -> Any:
+    """aiohttp's client as the service used it until pyreqwest replaced it, or ``tuned``:
+    with every per-request extra aiohttp lets one switch off."""
     import aiohttp
-    from yarl import URL
 
     connector = aiohttp.TCPConnector(limit=CONCURRENCY, limit_per_host=0, keepalive_timeout=30)
     if tuned:  # no timeout object, no decompression, no automatic headers, no proxy look-up
-        session = aiohttp.ClientSession(
+        return aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
@@ -77,26 +78,39 @@ async def aiohttp_client(tuned: bool) -> tuple[Send, Callable[[], Awaitable[None
             timeout=aiohttp.ClientTimeout(total=None),
             trust_env=False,
         )
-    else:  # consumer/delivery/http.py before pyreqwest
-        session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=65, sock_connect=5, sock_read=30),
-            raise_for_status=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+    return aiohttp.ClientSession(  # consumer/delivery/http.py before pyreqwest
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=65, sock_connect=5, sock_read=30),
+        raise_for_status=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+async def aiohttp_send(session: Any, request: Any) -> tuple[int, Any, bytes]:
+    """One HttpRequest through an aiohttp session: status, headers, body."""
+    from yarl import URL
+
+    url = URL(request.url, encoded=True)
+    if request.query:
+        url = url.with_query(list(request.query))
+    async with session.request(
+        request.method,
+        url,
+        headers=dict(request.headers),
+        data=request.body,
+        allow_redirects=False,
+    ) as response:
+        body = await response.read()
+        return response.status, response.headers, body
+
+
+async def aiohttp_client(tuned: bool) -> tuple[Send, Callable[[], Awaitable[None]]]:
+    session = aiohttp_session(tuned)
 
     async def send(request: Any) -> int:
-        url = URL(request.url, encoded=True).with_query(list(request.query))
-        async with session.request(
-            request.method,
-            url,
-            headers=dict(request.headers),
-            data=request.body,
-            allow_redirects=False,
-        ) as response:
-            await response.read()
-            dict(response.headers)
-            return response.status
+        status, headers, _ = await aiohttp_send(session, request)
+        dict(headers)
+        return int(status)
 
     return send, session.close
 
