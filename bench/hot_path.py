@@ -131,7 +131,11 @@ def child(mode: str, base: str, token: str, count: int) -> None:
     from consumer.cli import tune_gc
 
     tune_gc()
-    http = {"instant": InstantHttp, "aiohttp": AiohttpHttp}.get(mode, lambda: None)()
+    http: Any = None  # None: the service's own HttpClient
+    if mode == "instant":
+        http = InstantHttp()
+    elif mode == "aiohttp":
+        http = AiohttpHttp()
     print(json.dumps(uvloop.run(rounds(base, token, count, http))))
 
 
