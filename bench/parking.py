@@ -3,7 +3,9 @@ five, with parking on (consumer/delivery/parking.py).
 
 Targets (issue "A vendor down for hours"): none of the down vendor's events dead-lettered, all
 delivered after it is back with per-asset order kept, the other vendors at 90% or more of
-their normal throughput throughout, RSS bounded, the consumer never leaving its group.
+their normal throughput throughout, RSS flat while the vendor is down (parked events wait in
+Kafka) and under scenario 7's bound while they are caught up, the consumer never leaving its
+group.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ def long_outage(bench: Bench, quick: bool) -> list[Row]:
         producer = KafkaProducer(bootstrap_servers=bench.broker.bootstrap, linger_ms=5)
         produced = dict.fromkeys(VENDORS, 0)
         shares: dict[str, list[float]] = {v: [] for v in VENDORS if v != DOWN}
-        rss: list[float] = []
+        rss: list[float] = []  # a sample each window while the vendor is down
+        rss_after: list[float] = []  # and each second while its parked events are caught up
         before = {v: sim.stats(v)["ok_updates"] for v in VENDORS}
         made_before = dict(produced)
         started = time.monotonic()
@@ -55,9 +58,9 @@ def long_outage(bench: Bench, quick: bool) -> list[Row]:
             producer.flush()
             tick += 1
             if tick % int(WINDOW_S * 4) == 0:  # a window: what each other vendor got of it
-                rss.append(service.rss_mb())
                 now = {v: sim.stats(v)["ok_updates"] for v in VENDORS}
                 in_outage = time.monotonic() - started < outage_s - WINDOW_S
+                (rss if in_outage else rss_after).append(service.rss_mb())
                 for vendor, share in shares.items():
                     made = produced[vendor] - made_before[vendor]
                     if in_outage and tick > 8:  # after the first two seconds
@@ -67,6 +70,7 @@ def long_outage(bench: Bench, quick: bool) -> list[Row]:
         producer.close()
         deadline = time.monotonic() + 900
         while sim.stats(DOWN)["ok"] < produced[DOWN] and time.monotonic() < deadline:
+            rss_after.append(service.rss_mb())
             time.sleep(1)
         caught_up = time.monotonic() - started - outage_s
         down = sim.stats(DOWN)
@@ -106,14 +110,25 @@ def long_outage(bench: Bench, quick: bool) -> list[Row]:
             "0",
             down["inversions"] == 0,
         ),
+        # Parked events wait in Kafka, not in memory: flat while the vendor is down. Catching
+        # up holds up to dispatch.max_buffered of them, the bound of scenario 7.
         Row(
             label,
-            "RSS first / last window, max",
+            "RSS while down: last window (baseline: first)",
             rss[-1],
             "MB",
             rss[0],
-            f"bounded (max {max(rss):.0f} MB)",
-            max(rss) < rss[0] * 1.5 + 50,
+            f"flat (max {max(rss):.0f} MB)",
+            max(rss) <= rss[0] * 1.1 + 10,
+        ),
+        Row(
+            label,
+            "RSS catching up: max",
+            max(rss_after, default=0.0),
+            "MB",
+            None,
+            "< 250 MB",
+            max(rss_after, default=0.0) < 250,
         ),
         Row(label, "group joins", joins, "", None, "1: never left its group", joins == 1),
     ]
