@@ -230,8 +230,7 @@ def parse_record(
         document = body
     result = validate_document(document, schemas)
     if _timed and isinstance(result, Event):
-        # frozen: set in place, as replace() would cost a copy on every event
-        object.__setattr__(result, "parsed", (started, time.time_ns()))
+        result.parsed = (started, time.time_ns())
     return result
 
 
