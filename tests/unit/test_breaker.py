@@ -175,7 +175,7 @@ def test_fifty_waiters_send_one_probe_per_interval_and_all_go_once_it_succeeds()
             while True:
                 probe = await breaker.acquire()
                 at = time.monotonic() - started
-                sent.append((n, round(at, 1), probe))
+                sent.append((n, at, probe))
                 await asyncio.sleep(0.01)  # on the wire
                 if at < vendor_up_at:
                     assert not breaker.release(probe, DOWN)  # a failed probe costs nothing
@@ -186,11 +186,14 @@ def test_fifty_waiters_send_one_probe_per_interval_and_all_go_once_it_succeeds()
         await asyncio.gather(*(delivery(n) for n in range(50)))
 
     asyncio.run(scenario())
-    probes = [(n, at) for n, at, probe in sent if probe]
+    probes = [(n, round(at, 1)) for n, at, probe in sent if probe]
     # 0.2 s, then 0.4 s (doubled), then the cap; each time the longest-waiting delivery
     assert probes == [(0, 0.2), (1, 0.6)]
     assert len(sent) == 51
-    assert {at for _, at, probe in sent if not probe} == {0.6}
+    # the rest go on the probe's success (0.01 s on the wire), not on a timer of their own;
+    # measured from it, not rounded to a tenth that a busy machine's few ms can tip over
+    success = next(at for n, at, probe in sent if probe and n == 1) + 0.01
+    assert all(success <= at < success + 0.05 for _, at, probe in sent if not probe)
 
 
 def test_a_cancelled_waiter_leaves_and_a_cancelled_probe_hands_on_at_once() -> None:
