@@ -494,6 +494,7 @@ COMMON_CONNECTION_KEYS: Mapping[str, str] = {
     "rate_window_s": "float",
     "rate_limit": "rate",
     "retry_statuses": "statuses",
+    "coalesce": "bool",
 }
 VENDOR_KEYS: Mapping[str, VendorKeys] = {
     "lexful": VendorKeys(

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +45,7 @@ from consumer.telemetry.tracing import finish
 from consumer.vendors import VENDORS
 
 if TYPE_CHECKING:
+    from consumer.state.freshness import Verdict
     from consumer.telemetry.tracing import Span, Tracing
 
 log = get_logger("pipeline")
@@ -59,6 +62,7 @@ class Lane:
     limit: int
     slots: AbstractAsyncContextManager[Any]  # the all-vendors count, or none (batched)
     counted: bool  # configured: its deliveries under way show in asset_sync_inflight_events
+    coalesce: bool = False  # the connection's ``coalesce``: see Pipeline._deliver_run
     ready: deque[Asset] = field(default_factory=deque)  # queued work, no worker yet
     workers: int = 0
 
@@ -72,6 +76,10 @@ class Work:
     waiting: Waiting | None = None  # its connection's, while it is unfinished here
     span: Span | None = None  # its ``consume`` span while tracing is on (telemetry/tracing.py)
     held: bool = False  # waiting for its connection to be resumed: nothing of it is sent
+    # coalescing (Pipeline._deliver_run):
+    riding: bool = False  # on the wire in the request of an update queued before it
+    finished: bool = False  # its offset finished while it was part of a run
+    alone: bool = False  # its run was refused: it goes in a request of its own
 
 
 # One configured connection's unfinished events (queued or in flight), each with when it was
@@ -238,7 +246,7 @@ class Pipeline:
             for index, work in enumerate(queue):
                 if work.tp not in partitions:
                     continue
-                if index == 0 and key in self._drains and not work.held:
+                if (index == 0 and key in self._drains and not work.held) or work.riding:
                     in_flight.append((key, work))
                 else:
                     work.dropped = True
@@ -249,7 +257,7 @@ class Pipeline:
         deadline = time.monotonic() + grace_s
         while in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-            in_flight = [(k, w) for k, w in in_flight if (q := self._queues.get(k)) and q[0] is w]
+            in_flight = [(k, w) for k, w in in_flight if (q := self._queues.get(k)) and w in q]
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until nothing is queued or in flight; False when time ran out."""
@@ -333,11 +341,13 @@ class Pipeline:
         outside the all-vendors count; counting deliveries would cap a call at a few."""
         dispatch = self.config.dispatch
         batched = VENDORS[vendor].batched
+        settings = self.config.connection(vendor, connection)
         lane = Lane(
             connection=(vendor, connection),
             limit=dispatch.max_in_flight_per_connection * (dispatch.batch_max if batched else 1),
             slots=contextlib.nullcontext() if batched else self._all_slots,
             counted=(vendor, connection) in self._in_flight,
+            coalesce=settings is not None and bool(settings.get("coalesce")),
         )
         self._lanes[(vendor, connection)] = lane
         return lane
@@ -369,16 +379,18 @@ class Pipeline:
         being delivered; that cancellation is absorbed here, and the queue goes on."""
         queue = self._queues[key]
         tracing = self.dispatcher.tracing  # None when off: then no span, no extra step
+        coalesce = lane.coalesce and tracing is None  # a traced event keeps a span of its own
         try:
             while queue:
                 work = queue[0]
-                if not work.dropped:
+                if not (work.dropped or work.finished):
                     try:
-                        await (
-                            self._deliver(work, lane)
-                            if tracing is None
-                            else self._deliver_traced(work, lane, tracing)
-                        )
+                        if tracing is not None:
+                            await self._deliver_traced(work, lane, tracing)
+                        elif not coalesce or len(queue) == 1 or work.alone:
+                            await self._deliver(work, lane)
+                        elif not await self._deliver_run(queue, lane):
+                            continue  # refused together: now one at a time
                     except asyncio.CancelledError:
                         task = asyncio.current_task()
                         if task is not None and task.uncancel() > 0:
@@ -441,58 +453,210 @@ class Pipeline:
 
     async def _deliver_or_raise(self, work: Work, lane: Lane) -> None:
         event = work.event
-        identity = (event.source, event.id)  # CloudEvents identity: source and id together
-        if self.recent.seen(identity):
-            metrics.EVENTS_DUPLICATE.labels(event.vendor).inc()
-            self._log("duplicate skipped", work, "duplicate", 0)
-            self.tracker.finish(work.tp, work.record.offset)
+        if self._duplicate(work):
             return
         # freshness hook (consumer/state/freshness.py): take out the fields a newer update set
         freshness = self.freshness
         verdict = None if freshness is None else await freshness.check(work.tp.partition, event)
         if verdict is not None:
-            if verdict.nothing_left:
-                self._log("stale skipped", work, "stale", 0)
-                self.tracker.finish(work.tp, work.record.offset)
+            if self._stale(work, verdict):
                 return
             event = verdict.event
         await self._wait_while_paused(work, lane)
-        async with lane.slots:
-            if not lane.counted:  # no such connection: the dispatcher refuses it at once
-                outcome = await self.dispatcher.deliver(event)
-            else:
-                in_flight, connection = self._in_flight, lane.connection
-                in_flight[connection] += 1
-                try:
-                    outcome = await self.dispatcher.deliver(event)
-                finally:
-                    in_flight[connection] -= 1
+        outcome = await self._send(event, lane, 1)
         if work.dropped:
             return
         if outcome.delivered:
-            self.recent.add(identity)
-            self._delivered[event.vendor].inc()
-            if work.record.timestamp > 0:
-                self._latency[event.vendor].observe(
-                    max(0.0, time.time() - work.record.timestamp / 1000)
-                )
-            self._log("delivered", work, "delivered", outcome.attempts)
-            if freshness is not None and verdict is not None:  # freshness hook: finished
-                freshness.learned(work.tp, work.record.offset, verdict)  # once it is written
-            else:
-                self.tracker.finish(work.tp, work.record.offset)
+            self._finish_delivered(work, verdict, outcome.attempts)
         else:
-            await self._dead_letter(
-                work.record,
-                work.tp,
-                outcome.reason or Reason.VENDOR_REJECTED,
-                outcome.error,
-                outcome=outcome,
-                vendor=event.vendor,
-                event_id=event.id,
-                trace=(event.traceparent, event.tracestate),
-                span=work.span,
+            await self._finish_failed(work, outcome)
+
+    def _duplicate(self, work: Work, going: AbstractSet[tuple[str, str]] = frozenset()) -> bool:
+        """Skip (and finish) an event whose source and id were delivered recently, or are
+        ``going`` in the same request."""
+        event = work.event
+        identity = (event.source, event.id)  # CloudEvents identity: source and id together
+        if identity not in going and not self.recent.seen(identity):
+            return False
+        metrics.EVENTS_DUPLICATE.labels(event.vendor).inc()
+        self._log("duplicate skipped", work, "duplicate", 0)
+        self.tracker.finish(work.tp, work.record.offset)
+        return True
+
+    def _stale(self, work: Work, verdict: Verdict) -> bool:
+        """Skip (and finish) an event of which freshness left nothing to deliver."""
+        if not verdict.nothing_left:
+            return False
+        self._log("stale skipped", work, "stale", 0)
+        self.tracker.finish(work.tp, work.record.offset)
+        return True
+
+    async def _send(self, event: Event, lane: Lane, events: int) -> Outcome:
+        """One delivery through the connection's share; ``events``: how many it carries."""
+        async with lane.slots:
+            if not lane.counted:  # no such connection: the dispatcher refuses it at once
+                return await self.dispatcher.deliver(event)
+            in_flight, connection = self._in_flight, lane.connection
+            in_flight[connection] += events
+            try:
+                return await self.dispatcher.deliver(event)
+            finally:
+                in_flight[connection] -= events
+
+    def _finish_delivered(self, work: Work, verdict: Verdict | None, attempts: int) -> None:
+        event = work.event
+        self.recent.add((event.source, event.id))  # CloudEvents identity: source and id
+        self._delivered[event.vendor].inc()
+        if work.record.timestamp > 0:
+            self._latency[event.vendor].observe(
+                max(0.0, time.time() - work.record.timestamp / 1000)
             )
+        self._log("delivered", work, "delivered", attempts)
+        if self.freshness is not None and verdict is not None:  # freshness hook: finished
+            self.freshness.learned(work.tp, work.record.offset, verdict)  # once it is written
+        else:
+            self.tracker.finish(work.tp, work.record.offset)
+
+    async def _finish_failed(self, work: Work, outcome: Outcome) -> None:
+        event = work.event
+        await self._dead_letter(
+            work.record,
+            work.tp,
+            outcome.reason or Reason.VENDOR_REJECTED,
+            outcome.error,
+            outcome=outcome,
+            vendor=event.vendor,
+            event_id=event.id,
+            trace=(event.traceparent, event.tracestate),
+            span=work.span,
+        )
+
+    # --- coalescing -------------------------------------------------------------------------
+    async def _deliver_run(self, queue: deque[Work], lane: Lane) -> bool:
+        """The connection coalesces (its ``coalesce`` key): the head of an asset's queue and
+        the updates queued right behind it that one update can stand for (the vendor module's
+        ``merge``: later fields win) go in one request, as Kafka Streams' record cache
+        folds a table's updates, so a drain or a replay sends one request where it would
+        send several. Each event is still finished, skipped or dead-lettered by itself, and
+        the riders are taken off the queue here (the caller takes the head). False when the
+        vendor refused the merged update: each then goes in a request of its own, so that
+        one bad update never takes its neighbours with it."""
+        run = self._run(queue)
+        if len(run) == 1:
+            await self._deliver(run[0], lane)
+            return True
+        token = about_event(run[0].event)
+        try:
+            used = await self._deliver_together(run, lane)
+        except Exception as error:  # a bug of ours: each goes alone, through _deliver's net
+            log.error(
+                "coalesced delivery failed unexpectedly",
+                exc_info=error,
+                extra={"fields": {"event_id": run[0].event.id, "vendor": run[0].event.vendor}},
+            )
+            used = 0
+        finally:
+            reset_event(token)
+            for work in run:
+                work.riding = False
+        if not used:
+            for work in run:
+                work.alone = True
+            return False
+        for rider in run[1:used]:
+            if len(queue) > 1 and queue[1] is rider:
+                self._unwait(rider)
+                del queue[1]
+        return True
+
+    def _run(self, queue: deque[Work]) -> list[Work]:
+        """The head and the updates right behind it that may share its request: from the
+        same partition, none refused together before, at most ``dispatch.batch_max``, each
+        for the same target and none resetting the asset (``merge`` checks the rest)."""
+        head = queue[0]
+        client = VENDORS[head.event.vendor]
+        target = client.target(head.event.data)
+        run = [head]
+        limit = self.config.dispatch.batch_max
+        for work in itertools.islice(queue, 1, limit):
+            data = work.event.data
+            if (
+                work.tp != head.tp
+                or work.dropped
+                or work.alone
+                or client.resets(data)
+                or client.target(data) != target
+            ):
+                break
+            run.append(work)
+        return run
+
+    async def _deliver_together(self, run: list[Work], lane: Lane) -> int:
+        """Deliver a run as one request: how many of it (from its head) are finished, 0 when
+        the vendor refused the merged update (none is)."""
+        kept = await self._screen(run)
+        if not kept:
+            return len(run)
+        client = VENDORS[kept[0][2].vendor]
+        data = kept[0][2].data
+        used = len(run)
+        for index, (work, _, event) in enumerate(kept[1:], 1):
+            merged = client.merge(data, event.data)
+            if merged is None:  # e.g. a map set whole, then entry by entry: the rest waits
+                used = run.index(work)
+                del kept[index:]
+                break
+            data = merged
+        first = kept[0][2]
+        await self._wait_while_paused(run[0], lane)
+        for work, _, _ in kept[1:]:
+            work.riding = True
+        outcome = await self._send(replace(first, data=data), lane, len(kept))
+        if not outcome.delivered and outcome.reason is Reason.VENDOR_REJECTED and len(kept) > 1:
+            return 0
+        if outcome.delivered and len(kept) > 1:
+            metrics.EVENTS_COALESCED.labels(first.vendor).inc(len(kept) - 1)
+        for work, verdict, _ in kept:
+            if work.dropped:
+                continue
+            token = about_event(work.event)
+            try:
+                if outcome.delivered:
+                    self._finish_delivered(work, verdict, outcome.attempts)
+                else:
+                    await self._finish_failed(work, outcome)
+            finally:
+                reset_event(token)
+            work.finished = True
+        return used
+
+    async def _screen(self, run: list[Work]) -> list[tuple[Work, Verdict | None, Event]]:
+        """What of a run goes, each with its freshness verdict and the event to send: the
+        duplicates and the stale ones are skipped (and finished) here, as alone."""
+        freshness = self.freshness
+        kept: list[tuple[Work, Verdict | None, Event]] = []
+        going: set[tuple[str, str]] = set()
+        previous: Verdict | None = None  # freshness: decided as if the ones before were learned
+        for work in run:
+            event = work.event
+            if self._duplicate(work, going):
+                work.finished = True
+                continue
+            going.add((event.source, event.id))
+            verdict = None
+            if freshness is not None:
+                token = about_event(event)  # what freshness logs carries its asset id
+                try:
+                    verdict = await freshness.check(work.tp.partition, event, previous)
+                finally:
+                    reset_event(token)
+                if verdict is not None:
+                    if self._stale(work, verdict):
+                        work.finished = True
+                        continue
+                    previous, event = verdict, verdict.event
+            kept.append((work, verdict, event))
+        return kept
 
     async def _dead_letter(
         self,

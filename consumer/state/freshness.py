@@ -267,8 +267,13 @@ class Freshness:
         while len(ahead) > READ_AHEAD_MAX:
             del ahead[next(iter(ahead))]
 
-    async def check(self, partition: int, event: Event) -> Verdict | None:
-        """None: the event has no order key and goes as it is."""
+    async def check(
+        self, partition: int, event: Event, after: Verdict | None = None
+    ) -> Verdict | None:
+        """None: the event has no order key and goes as it is. ``after``: the verdict of the
+        asset's update that goes in the same request just before this one (coalescing,
+        consumer/delivery/pipeline.py), not learned yet: this one is decided as if it had
+        been."""
         key = order_key(event)
         if key is None:
             return None
@@ -279,8 +284,8 @@ class Freshness:
             store = self._stores.get(partition)
         asset = asset_of(event)
         held = (partition, asset)
-        snapshot = self._overlay.get(held)
-        if snapshot is None:
+        snapshot = learn(after.snapshot, after) if after is not None else self._overlay.get(held)
+        if snapshot is None and after is None:
             snapshot = self._recent.get(held)
             if snapshot is None:
                 ahead = self._ahead

@@ -34,6 +34,11 @@ EVENTS_DEAD_LETTERED = Counter(
     "Events written to the dead-letter topic.",
     ["vendor", "reason"],
 )
+EVENTS_COALESCED = Counter(
+    "asset_sync_events_coalesced_total",
+    "Events delivered in one request with an earlier update of the same asset (coalescing).",
+    ["vendor"],
+)
 EVENTS_DUPLICATE = Counter(
     "asset_sync_events_duplicate_total",
     "Events skipped because the same source and id were delivered recently.",

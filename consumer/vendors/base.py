@@ -157,6 +157,32 @@ class VendorClient(ABC):
         """A resetting update turned into one that sets only the fields it names."""
         return dict(data)
 
+    # --- coalescing (consumer/delivery/pipeline.py): updates of one asset in one request ---
+    @classmethod
+    def target(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Where an update applies, beyond its asset id (Lexful's asset type, EnOS's
+        organization): updates with different targets never share a request."""
+        return {name: value for name, value in data.items() if name != "changes"}
+
+    @classmethod
+    def merge(cls, first: Mapping[str, Any], later: Mapping[str, Any]) -> dict[str, Any] | None:
+        """One update that does what ``first`` then ``later`` do: later fields win, a map of
+        ``maps`` merges entry by entry. None when no one update does: another target, a
+        ``later`` that resets the asset, or a map ``first`` sets whole (null clears it) that
+        ``later`` sets entry by entry."""
+        if cls.resets(later) or cls.target(first) != cls.target(later):
+            return None
+        changes = dict(first["changes"])
+        for name, value in later["changes"].items():
+            if name in cls.maps and isinstance(value, dict) and name in changes:
+                earlier = changes[name]
+                if not isinstance(earlier, dict):
+                    return None
+                changes[name] = {**earlier, **value}
+            else:
+                changes[name] = value
+        return {**first, "changes": changes}
+
     async def send(self, events: Sequence[Event]) -> list[Result]:
         """One attempt for these events. Raises a DeliveryError that applies to all of them."""
         token = await self.auth.get(self.http)

@@ -52,6 +52,12 @@ class EnosClient(VendorClient):
     def as_patch(cls, data: Mapping[str, Any]) -> dict[str, Any]:
         return {**data, "mode": "patch"}
 
+    @classmethod
+    def target(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Not ``mode``: a patch may follow a replace in one request, which stays a replace
+        (``merge`` never takes a replace after anything)."""
+        return {k: v for k, v in super().target(data).items() if k != "mode"}
+
     def token_source(self) -> TokenSource:
         return CachedToken(self._fetch_token)
 

@@ -47,6 +47,11 @@ class WebflowClient(VendorClient):
         }
         return {**data, "changes": kept}
 
+    @classmethod
+    def target(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """The locale too: it is the request's ``?localeId=``."""
+        return {**super().target(data), "localeId": data["changes"].get("localeId")}
+
     def token_source(self) -> TokenSource:
         return TokenSource(self.connection.secret("token"))
 

@@ -21,8 +21,7 @@ from consumer.config import Config, parse_config
 from consumer.delivery.dispatcher import Dispatcher
 from consumer.delivery.pipeline import Pipeline
 from consumer.events import Event
-from tests.dispatch.conftest import FAST_RETRY, valid
-from tests.dispatch.test_pipeline_slots import NoDeadLetters
+from tests.dispatch.conftest import FAST_RETRY, NoDeadLetters, valid
 from tests.fakes import FakeVendors, Reply
 
 WAITING = "asset_sync_connection_waiting_events"

@@ -21,8 +21,7 @@ from consumer.delivery.dispatcher import Dispatcher
 from consumer.delivery.pipeline import Pipeline
 from consumer.events import Event, Rejection, parse_record
 from consumer.telemetry.logs import LOGGER_NAME, JsonFormatter, about_event, get_logger, reset_event
-from tests.dispatch.conftest import FAST_RETRY, valid
-from tests.dispatch.test_pipeline_slots import NoDeadLetters
+from tests.dispatch.conftest import FAST_RETRY, NoDeadLetters, valid
 from tests.fakes import FakeVendors, Reply
 
 

@@ -22,7 +22,7 @@ from consumer.delivery.dispatcher import Dispatcher
 from consumer.delivery.pipeline import Pipeline
 from consumer.events import Event, parse_record
 from consumer.state.control import Control, Pause
-from tests.dispatch.test_pipeline_slots import NoDeadLetters
+from tests.dispatch.conftest import NoDeadLetters
 from tests.fakes import FakeVendors, Reply
 from tests.samples import encode, marked, received_markers
 

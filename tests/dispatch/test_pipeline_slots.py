@@ -3,69 +3,14 @@ offsets and the dead-letter writer are in-memory stand-ins, the vendors the cont
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from typing import Any
 
 from kafka.structs import TopicPartition
 
-from consumer.broker.dead_letter import DeadLetterWriter, SourceRecord
-from consumer.broker.offsets import OffsetTracker
 from consumer.config import parse_config
-from consumer.delivery.dispatcher import Dispatcher
-from consumer.delivery.pipeline import Pipeline
-from consumer.events import Event
 from consumer.telemetry import metrics
-from tests.dispatch.conftest import FAST_RETRY, valid
+from tests.dispatch.conftest import NoDeadLetters, asset_id, run_pipeline, valid
 from tests.fakes import FakeVendors
-
-
-class NoDeadLetters(DeadLetterWriter):
-    def __init__(self) -> None:
-        self.written: list[Any] = []
-
-    async def write(self, *args: Any, **known: Any) -> None:
-        self.written.append(args)
-
-
-def asset_id(n: int) -> str:
-    return f"286c1ef7-70f6-4ebd-8f87-e7f591ec{n:04x}"
-
-
-def run_pipeline(
-    fakes: FakeVendors,
-    events: list[Event],
-    tenants: tuple[str, ...] = (),
-    dead_letters: NoDeadLetters | None = None,
-    **dispatch: Any,
-) -> OffsetTracker:
-    """Deliver ``events``; ``tenants`` are more connections of every vendor, each a copy of
-    its ``default``."""
-    connections = fakes.connections()
-    for named in connections.values():
-        named.update({tenant: dict(named["default"]) for tenant in tenants})
-    config = parse_config(
-        {"connections": connections, "retry": FAST_RETRY, "dispatch": dispatch}, environ={}
-    )
-    tracker = OffsetTracker()
-    expect_none = dead_letters is None
-    dead_letters = dead_letters or NoDeadLetters()
-
-    async def run() -> None:
-        dispatcher = Dispatcher(config, rand=lambda: 0.5)
-        pipeline = Pipeline(config, dispatcher, dead_letters, tracker)
-        for offset, event in enumerate(events):
-            pipeline.submit(SourceRecord("t", 0, offset, 0, None, b"", ()), event)
-        try:
-            assert await pipeline.wait_idle(30), "the pipeline did not finish"
-            assert pipeline._lanes == {}, "an idle connection keeps no lane"
-        finally:
-            await dispatcher.close()
-
-    asyncio.run(run())
-    if expect_none:
-        assert dead_letters.written == []
-    return tracker
 
 
 def overlapping(arrivals: list[float], seconds: float) -> int:

@@ -23,8 +23,7 @@ from consumer.delivery.dispatcher import Dispatcher
 from consumer.delivery.pipeline import Pipeline
 from consumer.events import Event, parse_record
 from consumer.telemetry.tracing import Tracing
-from tests.dispatch.conftest import FAST_RETRY
-from tests.dispatch.test_pipeline_slots import asset_id
+from tests.dispatch.conftest import FAST_RETRY, asset_id
 from tests.fakes import FakeVendors, Reply
 from tests.samples import encode, event_for
 

@@ -16,6 +16,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from consumer.broker.kafka_clients import create_topic
 from tests.fakes import FakeVendors, Reply
 from tests.integration.conftest import StartService
+from tests.integration.test_service import committed
 from tests.integration.test_tools import cli
 from tests.kafka_helpers import consume_all, unique_topic
 from tests.samples import event_for
@@ -219,3 +220,42 @@ def test_autodesk_batches_apply_the_rule_per_asset(
         first: {"customAttributes": {"room": "1"}},  # its owner is newer at the vendor
         second: {"customAttributes": {"owner": "cy"}},  # nothing newer: all of it
     }
+
+
+def test_coalesced_updates_keep_the_rule_and_teach_it_in_order(
+    kafka_bootstrap: str, source_topic: str, vendors: FakeVendors, start_service: StartService
+) -> None:
+    """A connection that coalesces: updates waiting together go as one request, each decided
+    as if the ones before it had been delivered (an older one loses only the fields a newer
+    one set), and what the request taught is remembered per field, offsets committed."""
+    send(
+        kafka_bootstrap,
+        source_topic,
+        update({"notes": "new", "status": "Deployed"}, sequence="2"),
+        update({"notes": "old", "locationName": "Paris"}, sequence="1"),
+        update({"status": "Retired"}, sequence="3"),
+    )  # all waiting before the service starts: one fetch, one run
+    trelica = {"default": {**vendors.connections()["trelica"]["default"], "coalesce": True}}
+    service = start_service(connections={"trelica": trelica})
+    wait_for_body(vendors, {"notes": "new", "status": "Retired", "locationName": "Paris"})
+    send(
+        kafka_bootstrap,
+        source_topic,
+        update({"locationName": "Rome", "notes": "older"}, sequence="0"),  # all stale
+        update({"description": "marker"}, sequence="4"),
+    )
+    wait_for_body(vendors, {"description": "marker"})
+    assert bodies(vendors) == [
+        {"notes": "new", "status": "Retired", "locationName": "Paris"},
+        {"description": "marker"},
+    ]
+    assert service.metric("asset_sync_events_coalesced_total", vendor="trelica") == 2
+    assert service.metric("asset_sync_events_stale_total", vendor="trelica") == 1
+    delivered = log_lines(service, "delivered")
+    assert [(e["offset"], e["asset_id"]) for e in delivered] == [(n, ASSET) for n in (0, 1, 2, 4)]
+    group = service.config["kafka"]["group_id"]
+    wait_until(
+        lambda: committed(kafka_bootstrap, group, source_topic, 3)[0] == 5,
+        30,
+        message="the five offsets to be committed",
+    )
