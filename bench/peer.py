@@ -11,8 +11,8 @@ stock, and Benthos built with net/http's idle connections per host raised from 2
 accepted update: events/s, CPU-seconds of the consuming process (``/proc/<pid>/stat``) per
 1,000 events (a coalescing asset-sync's events are its own count, from its metrics), and
 per-asset order inversions (an accepted ``update N`` of an asset after a higher N of it: the
-simulator counts them). The instant round also runs asset-sync against ``python -m tests.fakes`` to weigh the
-two simulators' own CPU per 1,000 requests.
+simulator counts them). The instant round also runs asset-sync against ``python -m
+tests.fakes`` to weigh the two simulators' own CPU per 1,000 requests.
 
 What the Benthos pipeline guarantees as configured here (the one run): at-least-once delivery
 (the Kafka offset is committed after the output acknowledged the message), and *no* per-key
@@ -70,6 +70,7 @@ class Result:
     inversions: int
     repeats: int
     sim_cpu_per_1000: float  # the simulator's CPU-seconds per 1,000 requests
+    requests_per_1000: float  # requests the simulator answered per 1,000 events
 
 
 def benthos_config(
@@ -187,6 +188,7 @@ def run_once(
         inversions=int(stats.get("inversions", 0)),
         repeats=int(stats.get("repeats", 0)),
         sim_cpu_per_1000=sim_cpu / max(requests, 1) * 1000,
+        requests_per_1000=requests / max(ok, 1) * 1000,
     )
 
 
@@ -258,6 +260,16 @@ def peer_rows(scenario: str, results: dict[str, list[Result]]) -> list[Row]:
                     cpu <= 120 if targeted else None,
                 ),
             ]
+    rows.append(
+        Row(
+            scenario,
+            f"{LABELS['asset-sync-coalesce']}: requests per 1,000 events",
+            median(results["asset-sync-coalesce"], "requests_per_1000"),
+            "requests",
+            median(results["asset-sync"], "requests_per_1000"),
+            "for scale (baseline: asset-sync, one request per event)",
+        )
+    )
     peers = ", ".join(f"{LABELS[s]} {[r.inversions for r in results[s]]}" for s in PEERS)
     repeats = ", ".join(f"{LABELS[s]} {[r.repeats for r in results[s]]}" for s in results)
     ours = [r for mode in OURS for r in results[mode]]
