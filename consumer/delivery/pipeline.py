@@ -20,11 +20,10 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
-from collections.abc import Set as AbstractSet
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kafka.structs import TopicPartition
 
@@ -80,6 +79,15 @@ class Work:
     riding: bool = False  # on the wire in the request of an update queued before it
     finished: bool = False  # its offset finished while it was part of a run
     alone: bool = False  # its run was refused: it goes in a request of its own
+
+
+class Merged(NamedTuple):
+    """A run of an asset's queue as one request (Pipeline._merge)."""
+
+    event: Event | None  # the update sent: the run's merged; None when all were skipped
+    sent: list[tuple[Work, Verdict | None]]  # the events it delivers, each with its verdict
+    skipped: list[tuple[Work, str]]  # skipped for one of those ("duplicate", "stale")
+    used: int  # how many of the run, from its head, it settles
 
 
 # One configured connection's unfinished events (queued or in flight), each with when it was
@@ -471,25 +479,27 @@ class Pipeline:
         else:
             await self._finish_failed(work, outcome)
 
-    def _duplicate(self, work: Work, going: AbstractSet[tuple[str, str]] = frozenset()) -> bool:
-        """Skip (and finish) an event whose source and id were delivered recently, or are
-        ``going`` in the same request."""
+    def _duplicate(self, work: Work) -> bool:
+        """Skip (and finish) an event whose source and id were delivered recently."""
         event = work.event
-        identity = (event.source, event.id)  # CloudEvents identity: source and id together
-        if identity not in going and not self.recent.seen(identity):
+        if not self.recent.seen((event.source, event.id)):  # CloudEvents identity
             return False
-        metrics.EVENTS_DUPLICATE.labels(event.vendor).inc()
-        self._log("duplicate skipped", work, "duplicate", 0)
-        self.tracker.finish(work.tp, work.record.offset)
+        self._skip(work, "duplicate")
         return True
 
     def _stale(self, work: Work, verdict: Verdict) -> bool:
         """Skip (and finish) an event of which freshness left nothing to deliver."""
         if not verdict.nothing_left:
             return False
-        self._log("stale skipped", work, "stale", 0)
-        self.tracker.finish(work.tp, work.record.offset)
+        self._skip(work, "stale")
         return True
+
+    def _skip(self, work: Work, why: str) -> None:
+        """Finish an event that is not sent: a ``duplicate`` or a ``stale`` one."""
+        if why == "duplicate":
+            metrics.EVENTS_DUPLICATE.labels(work.event.vendor).inc()
+        self._log(f"{why} skipped", work, why, 0)
+        self.tracker.finish(work.tp, work.record.offset)
 
     async def _send(self, event: Event, lane: Lane, events: int) -> Outcome:
         """One delivery through the connection's share; ``events``: how many it carries."""
@@ -592,57 +602,61 @@ class Pipeline:
         return run
 
     async def _deliver_together(self, run: list[Work], lane: Lane) -> int:
-        """Deliver a run as one request: how many of it (from its head) are finished, 0 when
+        """Deliver a run as one request: how many of it (from its head) are settled, 0 when
         the vendor refused the merged update (none is)."""
-        kept = await self._screen(run)
-        if not kept:
-            return len(run)
-        client = VENDORS[kept[0][2].vendor]
-        data = kept[0][2].data
-        used = len(run)
-        for index, (work, _, event) in enumerate(kept[1:], 1):
-            merged = client.merge(data, event.data)
-            if merged is None:  # e.g. a map set whole, then entry by entry: the rest waits
-                used = run.index(work)
-                del kept[index:]
-                break
-            data = merged
-        first = kept[0][2]
+        merged = await self._merge(run)
+        if merged.event is None:  # every one of them skipped
+            return merged.used
         await self._wait_while_paused(run[0], lane)
-        for work, _, _ in kept[1:]:
+        for work, _ in merged.sent:
             work.riding = True
-        outcome = await self._send(replace(first, data=data), lane, len(kept))
-        if not outcome.delivered and outcome.reason is Reason.VENDOR_REJECTED and len(kept) > 1:
+        outcome = await self._send(merged.event, lane, len(merged.sent))
+        together = len(merged.sent) + len(merged.skipped) > 1
+        if not outcome.delivered and outcome.reason is Reason.VENDOR_REJECTED and together:
             return 0
-        if outcome.delivered and len(kept) > 1:
-            metrics.EVENTS_COALESCED.labels(first.vendor).inc(len(kept) - 1)
-        for work, verdict, _ in kept:
+        if outcome.delivered and len(merged.sent) > 1:
+            metrics.EVENTS_COALESCED.labels(merged.event.vendor).inc(len(merged.sent) - 1)
+        settle = [*merged.sent, *((work, None) for work, _ in merged.skipped)]
+        skipped = dict(merged.skipped)
+        for work, verdict in settle:
             if work.dropped:
                 continue
             token = about_event(work.event)
             try:
-                if outcome.delivered:
-                    self._finish_delivered(work, verdict, outcome.attempts)
-                else:
+                if not outcome.delivered:
                     await self._finish_failed(work, outcome)
+                elif work in skipped:
+                    self._skip(work, skipped[work])
+                else:
+                    self._finish_delivered(work, verdict, outcome.attempts)
             finally:
                 reset_event(token)
             work.finished = True
-        return used
+        return merged.used
 
-    async def _screen(self, run: list[Work]) -> list[tuple[Work, Verdict | None, Event]]:
-        """What of a run goes, each with its freshness verdict and the event to send: the
-        duplicates and the stale ones are skipped (and finished) here, as alone."""
+    async def _merge(self, run: list[Work]) -> Merged:
+        """The run as one update, in order: each event checked as if the ones before it
+        were delivered (freshness, duplicates), merged by the vendor module's rule, up to
+        the first one it cannot merge. An event skipped for one that goes in this request
+        (its duplicate, or one it makes stale) shares that request's fate; one skipped for
+        what was delivered before is finished here."""
         freshness = self.freshness
-        kept: list[tuple[Work, Verdict | None, Event]] = []
+        client = VENDORS[run[0].event.vendor]
+        sent: list[tuple[Work, Verdict | None]] = []
+        skipped: list[tuple[Work, str]] = []
         going: set[tuple[str, str]] = set()
-        previous: Verdict | None = None  # freshness: decided as if the ones before were learned
-        for work in run:
+        previous: Verdict | None = None  # the last verdict of what is sent
+        first: Event | None = None
+        data: dict[str, Any] = {}
+        for index, work in enumerate(run):
             event = work.event
-            if self._duplicate(work, going):
+            identity = (event.source, event.id)  # CloudEvents identity
+            if identity in going:
+                skipped.append((work, "duplicate"))
+                continue
+            if self._duplicate(work):
                 work.finished = True
                 continue
-            going.add((event.source, event.id))
             verdict = None
             if freshness is not None:
                 token = about_event(event)  # what freshness logs carries its asset id
@@ -650,13 +664,26 @@ class Pipeline:
                     verdict = await freshness.check(work.tp.partition, event, previous)
                 finally:
                     reset_event(token)
-                if verdict is not None:
-                    if self._stale(work, verdict):
+                if verdict is not None and verdict.nothing_left:
+                    if previous is not None:
+                        skipped.append((work, "stale"))
+                    else:
+                        self._skip(work, "stale")
                         work.finished = True
-                        continue
-                    previous, event = verdict, verdict.event
-            kept.append((work, verdict, event))
-        return kept
+                    continue
+                event = event if verdict is None else verdict.event
+            if first is None:
+                first, data = event, event.data
+            else:
+                merged = client.merge(data, event.data)
+                if merged is None:  # e.g. a map set whole, then entry by entry: the rest waits
+                    return Merged(replace(first, data=data), sent, skipped, index)
+                data = merged
+            going.add(identity)
+            sent.append((work, verdict))
+            if verdict is not None:
+                previous = verdict
+        return Merged(first and replace(first, data=data), sent, skipped, len(run))
 
     async def _dead_letter(
         self,

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from kafka.structs import TopicPartition
 from prometheus_client import REGISTRY
 
 from consumer.events import Event
 from consumer.reasons import Reason
+from consumer.vendors import VENDORS
 from tests.dispatch.conftest import NoDeadLetters, run_pipeline, valid
 from tests.fakes import FakeVendors
 from tests.fakes.base import Reply
@@ -151,3 +153,19 @@ def test_a_batched_vendor_sends_one_entry_per_asset_in_its_batch(fakes: FakeVend
     (request,) = fakes.autodesk.updates()
     assert request.body == {asset: {"clientAssetId": "A-1", "barcode": "B-2"}}
     assert tracker.to_commit() == everything_committed(2)
+
+
+def test_a_bug_in_merging_sends_each_event_alone(
+    fakes: FakeVendors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure of ours while merging never strands a run: each event goes by itself."""
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("merge bug")
+
+    monkeypatch.setattr(VENDORS["webflow"], "merge", classmethod(broken))
+    events = [webflow(displayName=f"{n}.png") for n in range(3)]
+    tracker = run_pipeline(fakes, events, settings=COALESCE)
+    bodies = [r.body for r in fakes.webflow.updates()]
+    assert bodies == [{"displayName": f"{n}.png"} for n in range(3)]
+    assert tracker.to_commit() == everything_committed(3)

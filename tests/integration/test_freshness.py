@@ -259,3 +259,27 @@ def test_coalesced_updates_keep_the_rule_and_teach_it_in_order(
         30,
         message="the five offsets to be committed",
     )
+
+
+def test_a_refused_coalesced_update_decides_freshness_again_one_at_a_time(
+    kafka_bootstrap: str, source_topic: str, vendors: FakeVendors, start_service: StartService
+) -> None:
+    """The older update is stale only because of the newer one in the same request: when the
+    vendor refuses that request and then the newer update alone, the older one is decided
+    again against what was delivered, and goes."""
+    send(
+        kafka_bootstrap,
+        source_topic,
+        update({"notes": "new"}, sequence="2"),
+        update({"notes": "old"}, sequence="1"),
+    )
+    vendors.trelica.fail_next(Reply(status=400), Reply(status=400))  # the run, then the newer
+    trelica = {"default": {**vendors.connections()["trelica"]["default"], "coalesce": True}}
+    service = start_service(connections={"trelica": trelica})
+    wait_for_body(vendors, {"notes": "old"})
+    sent = [(r.status, r.body) for r in vendors.trelica.updates() if r.path.endswith(ASSET)]
+    assert sent == [(400, {"notes": "new"}), (400, {"notes": "new"}), (200, {"notes": "old"})]
+    (dead,) = consume_all(kafka_bootstrap, f"{source_topic}.dlq", 1)
+    headers = dict(dead.headers)
+    assert (headers["dlq.original.offset"], headers["dlq.reason"]) == (b"0", b"vendor_rejected")
+    assert service.metric("asset_sync_events_dead_lettered_total", vendor="trelica") == 1
