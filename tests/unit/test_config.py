@@ -144,6 +144,7 @@ connections:
         (", rate_window_s: abc", "connections.trelica.default.rate_window_s", "must be float"),
         (", rate_window_s: 0", "connections.trelica.default.rate_window_s", "must be positive"),
         (", scope: {a: 1}", "connections.trelica.default.scope", "single value"),
+        (", coalesce: maybe", "connections.trelica.default.coalesce", "must be bool"),
     ],
 )
 def test_every_connection_key_is_checked_at_start(
