@@ -395,7 +395,7 @@ class Pipeline:
                     try:
                         if tracing is not None:
                             await self._deliver_traced(work, lane, tracing)
-                        elif not coalesce or len(queue) == 1 or work.alone:
+                        elif not coalesce or work.alone:
                             await self._deliver(work, lane)
                         elif not await self._deliver_run(queue, lane):
                             continue  # refused together: now one at a time
@@ -551,6 +551,7 @@ class Pipeline:
         the riders are taken off the queue here (the caller takes the head). False when the
         vendor refused the merged update: each then goes in a request of its own, so that
         one bad update never takes its neighbours with it."""
+        await self._wait_while_paused(queue[0], lane)  # what comes meanwhile joins the run
         run = self._run(queue)
         if len(run) == 1:
             await self._deliver(run[0], lane)
@@ -607,7 +608,6 @@ class Pipeline:
         merged = await self._merge(run)
         if merged.event is None:  # every one of them skipped
             return merged.used
-        await self._wait_while_paused(run[0], lane)
         for work, _ in merged.sent:
             work.riding = True
         outcome = await self._send(merged.event, lane, len(merged.sent))
@@ -634,6 +634,16 @@ class Pipeline:
             work.finished = True
         return merged.used
 
+    async def _check(self, work: Work, previous: Verdict | None) -> Verdict | None:
+        """The freshness verdict of a run's event (``previous``: of what goes before it in
+        the request), what freshness logs meanwhile carrying the event's asset id."""
+        assert self.freshness is not None
+        token = about_event(work.event)
+        try:
+            return await self.freshness.check(work.tp.partition, work.event, previous)
+        finally:
+            reset_event(token)
+
     async def _merge(self, run: list[Work]) -> Merged:
         """The run as one update, in order: each event checked as if the ones before it
         were delivered (freshness, duplicates), merged by the vendor module's rule, up to
@@ -648,7 +658,11 @@ class Pipeline:
         previous: Verdict | None = None  # the last verdict of what is sent
         first: Event | None = None
         data: dict[str, Any] = {}
+        used = len(run)
         for index, work in enumerate(run):
+            if work.dropped:  # parked or revoked meanwhile, and so is the rest
+                used = index
+                break
             event = work.event
             identity = (event.source, event.id)  # CloudEvents identity
             if identity in going:
@@ -657,33 +671,29 @@ class Pipeline:
             if self._duplicate(work):
                 work.finished = True
                 continue
-            verdict = None
-            if freshness is not None:
-                token = about_event(event)  # what freshness logs carries its asset id
-                try:
-                    verdict = await freshness.check(work.tp.partition, event, previous)
-                finally:
-                    reset_event(token)
-                if verdict is not None and verdict.nothing_left:
+            verdict = None if freshness is None else await self._check(work, previous)
+            if verdict is not None:
+                if verdict.nothing_left:
                     if previous is not None:
                         skipped.append((work, "stale"))
                     else:
                         self._skip(work, "stale")
                         work.finished = True
                     continue
-                event = event if verdict is None else verdict.event
+                event = verdict.event
             if first is None:
                 first, data = event, event.data
             else:
                 merged = client.merge(data, event.data)
                 if merged is None:  # e.g. a map set whole, then entry by entry: the rest waits
-                    return Merged(replace(first, data=data), sent, skipped, index)
+                    used = index
+                    break
                 data = merged
             going.add(identity)
             sent.append((work, verdict))
             if verdict is not None:
                 previous = verdict
-        return Merged(first and replace(first, data=data), sent, skipped, len(run))
+        return Merged(first and replace(first, data=data), sent, skipped, used)
 
     async def _dead_letter(
         self,

@@ -4,12 +4,18 @@ contract fakes'; the merge rules per vendor are in tests/unit/test_merge.py."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from kafka.structs import TopicPartition
 from prometheus_client import REGISTRY
 
+from consumer.broker.dead_letter import SourceRecord
+from consumer.broker.offsets import OffsetTracker
+from consumer.config import parse_config
+from consumer.delivery.dispatcher import Dispatcher
+from consumer.delivery.pipeline import Pipeline
 from consumer.events import Event
 from consumer.reasons import Reason
 from consumer.vendors import VENDORS
@@ -168,4 +174,40 @@ def test_a_bug_in_merging_sends_each_event_alone(
     tracker = run_pipeline(fakes, events, settings=COALESCE)
     bodies = [r.body for r in fakes.webflow.updates()]
     assert bodies == [{"displayName": f"{n}.png"} for n in range(3)]
+    assert tracker.to_commit() == everything_committed(3)
+
+
+def test_updates_that_come_while_the_connection_is_paused_join_its_run(
+    fakes: FakeVendors,
+) -> None:
+    """A paused connection's asset waits before its run is made: what arrives meanwhile
+    goes in the same request once it is resumed."""
+    config = parse_config(
+        {
+            "connections": {
+                "webflow": {"default": {**fakes.connections()["webflow"]["default"], **COALESCE}}
+            }
+        },
+        environ={},
+    )
+    tracker = OffsetTracker()
+
+    async def run() -> None:
+        dispatcher = Dispatcher(config, rand=lambda: 0.5)
+        pipeline = Pipeline(config, dispatcher, NoDeadLetters(), tracker)
+        breaker = dispatcher.breakers[("webflow", "default")]
+        breaker.pause(True)
+        try:
+            for offset, event in enumerate(
+                [webflow(displayName="a.png"), webflow(altText="b"), webflow(displayName="c.png")]
+            ):
+                pipeline.submit(SourceRecord("t", 0, offset, 0, None, b"", ()), event)
+                await asyncio.sleep(0.1)  # the first waits for the resume meanwhile
+            breaker.pause(False)
+            assert await pipeline.wait_idle(10)
+        finally:
+            await dispatcher.close()
+
+    asyncio.run(run())
+    assert [r.body for r in fakes.webflow.updates()] == [{"displayName": "c.png", "altText": "b"}]
     assert tracker.to_commit() == everything_committed(3)
