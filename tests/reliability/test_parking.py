@@ -16,6 +16,7 @@ from consumer.local.samples import event
 from tests.fakes import FakeVendors, Reply
 from tests.fakes.rate_limits import TokenBucket
 from tests.integration.conftest import StartService
+from tests.integration.test_service import committed, end_offsets
 from tests.kafka_helpers import consume_all, produce
 from tests.reliability.helpers import VENDORS, rss_mb
 from tests.samples import encode, marked, received_markers
@@ -411,3 +412,53 @@ def test_a_connection_rate_limited_far_below_its_inflow_parks_too(
 
 def webflow_id(n: int) -> str:
     return f"{n:024x}"  # Webflow asset ids are 24 hex digits
+
+
+def test_a_coalescing_connection_catches_up_after_parking_in_fewer_requests(
+    kafka_bootstrap: str, source_topic: str, vendors: FakeVendors, start_service: StartService
+) -> None:
+    """With ``coalesce: true``, the parked updates read back go several to a request: each
+    asset ends on its last update, reached in order, every offset is committed and none is
+    dead-lettered."""
+    trelica = vendors.trelica
+    trelica.outage(10.0, Reply(503, body={"error": "down"}))
+    settings = {**vendors.connections()["trelica"]["default"], "coalesce": True}
+    service = start_service(**QUICK_PARKING, connections={"trelica": {"default": settings}})
+    state = {"vendor": "trelica", "connection": "default"}
+    produce(kafka_bootstrap, source_topic, trelica_wave(0, 3))
+    wait_until(
+        lambda: service.metric("asset_sync_events_parked_total", **state) > 0,
+        timeout_s=20,
+        message="trelica parked",
+    )
+    produce(kafka_bootstrap, source_topic, trelica_wave(3, UPDATES))
+    last = {f"{a}/{UPDATES - 1}" for a in range(ASSETS)}
+    wait_until(
+        lambda: last <= set(delivered_markers(trelica)),
+        timeout_s=60,
+        message="every asset's last update delivered",
+    )
+    group = service.config["kafka"]["group_id"]
+    for topic in (source_topic, f"{source_topic}.parked.trelica.default"):
+        end = end_offsets(kafka_bootstrap, topic, 3)
+        wait_until(
+            lambda t=topic, e=end: committed(kafka_bootstrap, group, t, 3) == e,
+            timeout_s=30,
+            message=f"every offset of {topic} committed",
+        )
+    per_asset: dict[str, list[int]] = defaultdict(list)
+    for marker in delivered_markers(trelica):
+        asset, n = marker.split("/")
+        per_asset[asset].append(int(n))
+    assert set(per_asset) == {str(a) for a in range(ASSETS)}
+    for asset, sequence in per_asset.items():
+        assert sequence == sorted(sequence), (asset, sequence)
+        assert sequence[-1] == UPDATES - 1, (asset, sequence)
+    assert service.metric("asset_sync_events_dead_lettered_total") == 0
+    coalesced = service.metric("asset_sync_events_coalesced_total", vendor="trelica")
+    assert coalesced > 0
+    print(
+        f"\nparking, coalescing: {ASSETS * UPDATES} Trelica updates in "
+        f"{len(trelica.succeeded())} accepted requests ({coalesced:.0f} rode in another's)"
+    )
+    assert service.terminate() == 0
