@@ -251,6 +251,9 @@ def test_coalesced_updates_keep_the_rule_and_teach_it_in_order(
     ]
     assert service.metric("asset_sync_events_coalesced_total", vendor="trelica") == 2
     assert service.metric("asset_sync_events_stale_total", vendor="trelica") == 1
+    wait_until(  # logged once the vendor's answer is back, a moment after it got the marker
+        lambda: len(log_lines(service, "delivered")) == 4, 10, message="four deliveries logged"
+    )
     delivered = log_lines(service, "delivered")
     assert [(e["offset"], e["asset_id"]) for e in delivered] == [(n, ASSET) for n in (0, 1, 2, 4)]
     group = service.config["kafka"]["group_id"]
