@@ -68,20 +68,33 @@ def ensure_changelog_topic(config: Config) -> int:
     return ensure_co_partitioned(config.kafka, changelog_topic(config), CHANGELOG_SETTINGS)
 
 
+STARTING_ABANDONED_S = 600  # a directory still being set up this long after its start is left
+
+
 class StoreDir:
     """This process's directory of store files, inside ``freshness.store_dir``. A directory
     left by a process that died (its lock is free) is removed at start; one whose process
-    still runs (another replica sharing the volume) is left alone."""
+    still runs (another replica sharing the volume) is left alone. The directory is made
+    and locked under a name the others do not clean up, then renamed: made under its final
+    name, a replica starting at the same moment could remove it between the two steps, and
+    the store files then could never be opened (the partitions' restore retried forever)."""
 
     def __init__(self, parent: str | None) -> None:
         base = Path(parent) if parent else Path(tempfile.gettempdir()) / "asset-sync-freshness"
         base.mkdir(parents=True, exist_ok=True)
         for old in base.glob("p-*"):
             _remove_if_abandoned(old)
-        self.path = base / f"p-{uuid.uuid4().hex[:12]}"
-        self.path.mkdir()
-        self._lock = open(self.path / "lock", "w")  # noqa: SIM115 - held for the process's life
+        for old in base.glob("new-*"):  # a start that died before its rename
+            with contextlib.suppress(OSError):
+                if time.time() - old.stat().st_mtime > STARTING_ABANDONED_S:
+                    shutil.rmtree(old, ignore_errors=True)
+        name = uuid.uuid4().hex[:12]
+        starting = base / f"new-{name}"
+        starting.mkdir()
+        self._lock = open(starting / "lock", "w")  # noqa: SIM115 - held for the process's life
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.path = base / f"p-{name}"
+        starting.rename(self.path)  # the lock stays held: it is on the open file
 
     def close(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

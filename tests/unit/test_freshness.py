@@ -280,3 +280,31 @@ async def _read_ahead_then_learned(tmp_path: Any, learned_first: bool) -> None:
     finally:
         freshness._stores[0].discard()
         freshness._dir.close()
+
+
+def test_a_replica_starting_at_the_same_moment_never_removes_anothers_store_dir(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two replicas sharing ``store_dir`` started together: the second one's clean-up ran
+    between the first one making its directory and locking it, took it for abandoned and
+    removed it; the first one's store files could then never be opened (a fresh-clone CI run:
+    "unable to open database file", its partitions' restore retried forever)."""
+    import fcntl
+
+    from consumer.state import freshness_store
+
+    real_flock = fcntl.flock
+    others: list[freshness_store.StoreDir] = []
+
+    def flock_after_another_start(handle: Any, operation: int) -> None:
+        monkeypatch.setattr(fcntl, "flock", real_flock)
+        others.append(freshness_store.StoreDir(str(tmp_path)))  # starts in the gap
+        real_flock(handle, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_another_start)
+    first = freshness_store.StoreDir(str(tmp_path))
+    assert first.path.is_dir() and others[0].path.is_dir()
+    assert first.path != others[0].path
+    freshness_store.PartitionStore(first.path, 0, 1024).db.execute("SELECT 1")
+    first.close()
+    others[0].close()
