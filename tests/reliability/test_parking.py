@@ -84,10 +84,7 @@ def test_a_long_outage_parks_the_connection_and_delivers_in_order_after(
         timeout_s=OUTAGE_S + 60,
         message="every trelica update delivered",
     )
-    per_asset: dict[str, list[int]] = defaultdict(list)
-    for marker in delivered_markers(trelica):
-        asset, n = marker.split("/")
-        per_asset[asset].append(int(n))
+    per_asset = updates_per_asset(trelica)
     assert set(per_asset) == {str(a) for a in range(ASSETS)}
     for asset, sequence in per_asset.items():
         assert sequence == sorted(sequence), (asset, sequence)  # repeats allowed, no going back
@@ -118,8 +115,17 @@ def test_a_long_outage_parks_the_connection_and_delivers_in_order_after(
     assert service.terminate() == 0
 
 
-def delivered_markers(fake: Any) -> list[str]:
-    return [m for r in fake.succeeded() for m in received_markers(r.body, "trelica")]
+def delivered_markers(fake: Any, vendor: str = "trelica") -> list[str]:
+    return [m for r in fake.succeeded() for m in received_markers(r.body, vendor)]
+
+
+def updates_per_asset(fake: Any, vendor: str = "trelica") -> dict[str, list[int]]:
+    """Per asset, the update numbers of its accepted ``asset/n`` markers, in arrival order."""
+    per_asset: dict[str, list[int]] = defaultdict(list)
+    for marker in delivered_markers(fake, vendor):
+        asset, n = marker.split("/")
+        per_asset[asset].append(int(n))
+    return per_asset
 
 
 def test_sigkill_while_parking_and_while_reading_back_loses_nothing(
@@ -399,12 +405,7 @@ def test_a_connection_rate_limited_far_below_its_inflow_parks_too(
         timeout_s=120,
         message="every webflow update delivered",
     )
-    per_asset: dict[str, list[int]] = defaultdict(list)
-    for r in webflow.succeeded():
-        for marker in received_markers(r.body, "webflow"):
-            asset, n = marker.split("/")
-            per_asset[asset].append(int(n))
-    for asset, sequence in per_asset.items():
+    for asset, sequence in updates_per_asset(webflow, "webflow").items():
         assert sequence == sorted(sequence), (asset, sequence)
     assert service.metric("asset_sync_events_dead_lettered_total") == 0
     assert service.terminate() == 0
@@ -446,10 +447,7 @@ def test_a_coalescing_connection_catches_up_after_parking_in_fewer_requests(
             timeout_s=30,
             message=f"every offset of {topic} committed",
         )
-    per_asset: dict[str, list[int]] = defaultdict(list)
-    for marker in delivered_markers(trelica):
-        asset, n = marker.split("/")
-        per_asset[asset].append(int(n))
+    per_asset = updates_per_asset(trelica)
     assert set(per_asset) == {str(a) for a in range(ASSETS)}
     for asset, sequence in per_asset.items():
         assert sequence == sorted(sequence), (asset, sequence)
