@@ -17,7 +17,6 @@ accepted, refused and sent is what it was:
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
@@ -26,7 +25,25 @@ import orjson
 # structural character, whitespace or a sign, a fraction's a point; inside strings a run
 # mostly follows a letter, a digit or a quote, and is left to orjson. So is an exponent's
 # run right after its "e" (orjson reads it as the standard library does, or refuses it).
-_LONG_NUMBER = re.compile(rb'(?<![\w"])\d{19}')
+# The regular expression ``(?<![\w"])\d{19}`` says it, but searching every position of
+# every event with it cost ~4 µs; in C it is a fifth of that: each byte becomes its class
+# (a digit "0", a letter, "_" or a quote "a", anything else " "), and a run starts a number
+# where " " is followed by 19 "0"s, or the text begins with them.
+_CLASSES = (
+    bytes(
+        ord("0") if chr(b).isdigit() else ord("a") if chr(b).isalpha() or chr(b) in '_"' else 32
+        for b in range(128)
+    )
+    + b" " * 128
+)
+_RUN = b" " + b"0" * 19
+
+
+def has_long_number(value: bytes) -> bool:
+    """Whether a run of 19 or more digits starts a number in ``value``: one orjson may not
+    read as the standard library does."""
+    classes = value.translate(_CLASSES)
+    return _RUN in classes or classes.startswith(_RUN[1:])
 
 
 def _no_constants(name: str) -> Any:
@@ -36,7 +53,7 @@ def _no_constants(name: str) -> Any:
 def loads(value: bytes) -> Any:
     """Decode strict JSON (NaN and Infinity refused). Raises ``UnicodeDecodeError``,
     ``ValueError`` or ``RecursionError`` exactly as ``json.loads`` of the UTF-8 text would."""
-    if _LONG_NUMBER.search(value) is None:
+    if not has_long_number(value):
         try:
             return orjson.loads(value)
         except orjson.JSONDecodeError:

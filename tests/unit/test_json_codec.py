@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -55,8 +56,26 @@ def test_a_number_of_19_digits_or_more_anywhere_reads_as_the_standard_library_re
 def test_a_long_run_of_digits_inside_a_string_does_not_need_the_standard_library() -> None:
     # Webflow item ids are 24 digits long in the samples and the bench: not numbers
     for text in [b'{"asset_id": "000000000000000000000007"}', b'["x1234567890123456789012"]']:
-        assert json_codec._LONG_NUMBER.search(text) is None
-    assert json_codec._LONG_NUMBER.search(b'{"n": 1234567890123456789}') is not None
+        assert not json_codec.has_long_number(text)
+    assert json_codec.has_long_number(b'{"n": 1234567890123456789}')
+    assert json_codec.has_long_number(b"1234567890123456789")
+
+
+# the rule has_long_number answers, as a regular expression
+LONG_NUMBER = re.compile(rb'(?<![\w"])\d{19}')
+
+
+# pieces that make the rule's cases: runs of 18, 19 and 20 digits after a quote, a letter,
+# "_", a sign, a point, an exponent, a non-ASCII letter, or at the start
+PIECES = ["1234567890123456789", "123456789012345678", "0", '"', "a", "_", " ", "-", ".", "e", "é"]
+
+
+@given(
+    st.binary(max_size=40)
+    | st.lists(st.sampled_from(PIECES), max_size=8).map("".join).map(str.encode)
+)
+def test_has_long_number_answers_as_the_regular_expression_of_the_rule(text: bytes) -> None:
+    assert json_codec.has_long_number(text) == (LONG_NUMBER.search(text) is not None)
 
 
 @pytest.mark.parametrize(
