@@ -150,7 +150,9 @@ def _loads(value: bytes) -> Any | Rejection:
 
 
 def _header_map(headers: Headers | None) -> dict[str, bytes | None]:
-    return {str(k).lower(): v for k, v in (headers or ())}
+    if not headers:  # most records carry none
+        return {}
+    return {str(k).lower(): v for k, v in headers}
 
 
 def _binary_envelope(headers: dict[str, bytes | None]) -> dict[str, Any] | Rejection:

@@ -369,10 +369,10 @@ class Pipeline:
         """One worker: drain the lane's ready assets one at a time, then end."""
         ready = lane.ready
         try:
+            task = asyncio.current_task()
+            assert task is not None
             while ready:
                 key = ready.popleft()
-                task = asyncio.current_task()
-                assert task is not None
                 self._drains[key] = task
                 await self._drain(key, lane)
         finally:
@@ -583,7 +583,7 @@ class Pipeline:
     def _run(self, queue: deque[Work]) -> list[Work]:
         """The head and the updates right behind it that may share its request: from the
         same partition, none refused together before, at most ``dispatch.batch_max``, each
-        for the same target and none resetting the asset (``merge`` checks the rest)."""
+        for the same target and none resetting the asset (``fold`` merges the rest)."""
         head = queue[0]
         client = VENDORS[head.event.vendor]
         target = client.target(head.event.data)
@@ -684,7 +684,7 @@ class Pipeline:
             if first is None:
                 first, data = event, event.data
             else:
-                merged = client.merge(data, event.data)
+                merged = client.fold(data, event.data)  # _run checked targets and resets
                 if merged is None:  # e.g. a map set whole, then entry by entry: the rest waits
                     used = index
                     break

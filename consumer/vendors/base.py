@@ -172,6 +172,12 @@ class VendorClient(ABC):
         ``later`` sets entry by entry."""
         if cls.resets(later) or cls.target(first) != cls.target(later):
             return None
+        return cls.fold(first, later)
+
+    @classmethod
+    def fold(cls, first: Mapping[str, Any], later: Mapping[str, Any]) -> dict[str, Any] | None:
+        """``merge`` for a ``later`` already known to have ``first``'s target and not to
+        reset the asset (the pipeline checks that once per run, not once per pair)."""
         changes = dict(first["changes"])
         for name, value in later["changes"].items():
             if name in cls.maps and isinstance(value, dict) and name in changes:

@@ -169,7 +169,7 @@ def test_a_bug_in_merging_sends_each_event_alone(
     def broken(*_: Any) -> None:
         raise RuntimeError("merge bug")
 
-    monkeypatch.setattr(VENDORS["webflow"], "merge", classmethod(broken))
+    monkeypatch.setattr(VENDORS["webflow"], "fold", classmethod(broken))
     events = [webflow(displayName=f"{n}.png") for n in range(3)]
     tracker = run_pipeline(fakes, events, settings=COALESCE)
     bodies = [r.body for r in fakes.webflow.updates()]
