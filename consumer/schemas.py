@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,12 @@ class SchemaSet:
     fast: Any  # jsonschema_rs validator: is_valid() on the hot path
     reference: jsonschema.Draft202012Validator
 
-    @property
+    @cached_property  # asked for every event
     def vendors(self) -> tuple[str, ...]:
         """The vendors the envelope knows, read from its ``vendor`` enum."""
         return tuple(self.documents[ENVELOPE_ID]["properties"]["vendor"]["enum"])
 
-    @property
+    @cached_property
     def event_type(self) -> str:
         return str(self.documents[ENVELOPE_ID]["properties"]["type"]["const"])
 

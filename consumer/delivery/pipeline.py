@@ -475,6 +475,7 @@ class Pipeline:
         if work.dropped:
             return
         if outcome.delivered:
+            self._delivered[event.vendor].inc()
             self._finish_delivered(work, verdict, outcome.attempts)
         else:
             await self._finish_failed(work, outcome)
@@ -514,9 +515,9 @@ class Pipeline:
                 in_flight[connection] -= events
 
     def _finish_delivered(self, work: Work, verdict: Verdict | None, attempts: int) -> None:
+        """Everything a delivered event needs but the count (the caller's: one per run)."""
         event = work.event
         self.recent.add((event.source, event.id))  # CloudEvents identity: source and id
-        self._delivered[event.vendor].inc()
         if work.record.timestamp > 0:
             self._latency[event.vendor].observe(
                 max(0.0, time.time() - work.record.timestamp / 1000)
@@ -618,20 +619,26 @@ class Pipeline:
             metrics.EVENTS_COALESCED.labels(merged.event.vendor).inc(len(merged.sent) - 1)
         settle = [*merged.sent, *((work, None) for work, _ in merged.skipped)]
         skipped = dict(merged.skipped)
-        for work, verdict in settle:
-            if work.dropped:
-                continue
-            token = about_event(work.event)
-            try:
-                if not outcome.delivered:
-                    await self._finish_failed(work, outcome)
-                elif work in skipped:
-                    self._skip(work, skipped[work])
-                else:
-                    self._finish_delivered(work, verdict, outcome.attempts)
-            finally:
-                reset_event(token)
-            work.finished = True
+        delivered = 0
+        try:
+            for work, verdict in settle:
+                if work.dropped:
+                    continue
+                token = about_event(work.event)
+                try:
+                    if not outcome.delivered:
+                        await self._finish_failed(work, outcome)
+                    elif work in skipped:
+                        self._skip(work, skipped[work])
+                    else:
+                        self._finish_delivered(work, verdict, outcome.attempts)
+                        delivered += 1
+                finally:
+                    reset_event(token)
+                work.finished = True
+        finally:
+            if delivered:  # one count for the run
+                self._delivered[merged.event.vendor].inc(delivered)
         return merged.used
 
     async def _check(self, work: Work, previous: Verdict | None) -> Verdict | None:

@@ -38,6 +38,11 @@ def coalesced() -> float:
     return REGISTRY.get_sample_value("asset_sync_events_coalesced_total", labels) or 0.0
 
 
+def delivered() -> float:
+    labels = {"vendor": "webflow"}
+    return REGISTRY.get_sample_value("asset_sync_events_delivered_total", labels) or 0.0
+
+
 def everything_committed(count: int) -> dict[TopicPartition, tuple[int, str, int]]:
     return {TopicPartition("t", 0): (count, "", -1)}
 
@@ -51,13 +56,14 @@ def test_queued_updates_of_one_asset_go_as_one_request_later_fields_winning(
         webflow(displayName="b.png"),
         webflow(altText="second"),
     ]
-    before = coalesced()
+    before, delivered_before = coalesced(), delivered()
     tracker = run_pipeline(fakes, events, settings=COALESCE)
     (request,) = fakes.webflow.updates()
     assert request.path == f"/v2/assets/{ASSET}"
     assert request.body == {"displayName": "b.png", "altText": "second"}
     assert tracker.to_commit() == everything_committed(4)
     assert coalesced() - before == 3
+    assert delivered() - delivered_before == 4  # each event counted, one request
 
 
 def test_without_coalesce_each_update_is_a_request_of_its_own(fakes: FakeVendors) -> None:
