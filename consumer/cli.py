@@ -47,13 +47,15 @@ def event_loop_factory() -> Callable[[], Any]:
 
 
 def tune_gc() -> None:
-    """The cyclic collector, for a service that makes and drops a few dozen objects per event:
-    what start-up made (modules, schemas, the configuration) moves out of its sight for good
-    (``gc.freeze``), and a young collection runs every 10,000 allocations instead of 700:
-    about 5 µs less CPU an event (bench/RESULTS.md, issue 16). Garbage cycles wait a little
-    longer to be freed."""
+    """The cyclic collector, for a service that holds thousands of buffered records at once,
+    mostly without reference cycles, and makes and drops a few dozen objects per event: what
+    start-up made (modules, schemas, the configuration) moves out of its sight for good
+    (``gc.freeze``), and a young collection runs every 50,000 allocations instead of 700
+    (with the default thresholds the collector kept re-walking the buffer: a third of the
+    CPU per event once; bench/RESULTS.md, issue 16). Refcounting still frees everything
+    acyclic at once; garbage cycles wait a little longer."""
     gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _serve(args: argparse.Namespace, server: Callable[[Config], Any]) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import gc
 import signal
 import time
 from collections.abc import Callable
@@ -55,7 +54,6 @@ T = TypeVar("T")
 RESUME_FRACTION = 0.8
 LAG_REFRESH_S = 10.0
 STARTUP_TIMEOUT_S = 60.0
-GC_THRESHOLD = 50_000
 # Blocking consumer calls get a deadline: without one kafka-python waits for a broker that is
 # gone for as long as it is gone, and the poll loop (the group heartbeat's partner) stops.
 BROKER_CALL_MS = 5_000
@@ -117,12 +115,6 @@ class Service:
             self._stopping.set()
 
     async def run(self) -> None:
-        # Thousands of buffered records are alive at once, mostly without reference cycles:
-        # with the default thresholds the cyclic collector keeps re-walking them all, which
-        # measured as a third of the CPU per event. Collect less often; refcounting still
-        # frees everything acyclic at once.
-        gc.freeze()
-        gc.set_threshold(GC_THRESHOLD, 20, 100)
         connection_state.check(self.config)  # a missing state key stops the start, named
         self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
