@@ -214,7 +214,7 @@ class Service:
                             r.value,
                             tuple(r.headers or ()),
                         )
-                        self._pipeline.submit(source, event)
+                        self._pipeline.submit(source, event, tp)
                 await self._maybe_commit()
                 await asyncio.sleep(0)
         finally:

@@ -146,8 +146,13 @@ class Pipeline:
         self._idle.set()
 
     # --- intake -----------------------------------------------------------------------------
-    def submit(self, record: SourceRecord, parsed: Event | Rejection) -> None:
-        tp = TopicPartition(record.topic, record.partition)
+    def submit(
+        self, record: SourceRecord, parsed: Event | Rejection, tp: TopicPartition | None = None
+    ) -> None:
+        """Take a record (``tp``: its partition, when the caller has it: the poll loop's is
+        one per batch)."""
+        if tp is None:
+            tp = TopicPartition(record.topic, record.partition)
         self.tracker.add(tp, record.offset)
         self._idle.clear()
         if isinstance(parsed, Rejection):
