@@ -4,11 +4,14 @@ A drain through the broker measures everything at once, and on 2 cores shared wi
 and the simulator its CPU per event moves by 15-30 % between runs of the same code. Here one
 process runs what an event costs the service after it is fetched: ``parse_record``, the
 pipeline (per-asset queues, lanes, offsets, dedup), the dispatcher (breaker, retry policy,
-pacer, metrics) and the Webflow module, for events no earlier round sent. Three ways to answer:
+pacer, metrics) and the Webflow module, for events no earlier round sent (updates of 5,000
+assets, 10 of each a round at full size). Four ways to answer:
 
 - ``instant``: an HTTP client that answers 200 after two suspensions of the event loop (as a
   real client's send and body read are), with the Go simulator's headers; the figure is the
   service's Python alone, steady to about 2 % between runs;
+- ``coalescing``: the same with ``coalesce: true`` on the connection (an asset's queued
+  updates go as one request): the service's Python per event when it sends fewer requests;
 - ``simulator``: the service's own pyreqwest client against the Go simulator (bench/simulator):
   the Python plus the HTTP client's calls and its Rust thread;
 - ``aiohttp``: the same through aiohttp's client, tuned as in scenario 13: a client on the
@@ -36,6 +39,7 @@ from bench.scenarios import Row
 
 MODES = {  # mode: how its requests are answered, as the report says
     "instant": "instant answers",
+    "coalescing": "instant answers, coalescing",
     "simulator": "Go simulator, pyreqwest",
     "aiohttp": "Go simulator, aiohttp tuned",
 }
@@ -87,7 +91,9 @@ class AiohttpHttp:
             await self.session.close()
 
 
-async def rounds(base: str, token: str, count: int, http: Any) -> list[tuple[float, float]]:
+async def rounds(
+    base: str, token: str, count: int, http: Any, coalesce: bool = False
+) -> list[tuple[float, float]]:
     """A warm-up round and ROUNDS measured ones of ``count`` new events each; per measured
     round, CPU-µs per event of the process and of this (the event loop's) thread."""
     from consumer.broker.dead_letter import SourceRecord
@@ -101,7 +107,9 @@ async def rounds(base: str, token: str, count: int, http: Any) -> list[tuple[flo
     raw = {
         "kafka": {"topic": "bench"},
         "dispatch": {"max_in_flight": 256},
-        "connections": {"webflow": {"default": {"base_url": base, "token": token}}},
+        "connections": {
+            "webflow": {"default": {"base_url": base, "token": token, "coalesce": coalesce}}
+        },
     }
     config = parse_config(raw, {})
     dispatcher = Dispatcher(config, http=http)
@@ -136,18 +144,19 @@ def child(mode: str, base: str, token: str, count: int) -> None:
 
     tune_gc()
     http: Any = None  # None: the service's own HttpClient
-    if mode == "instant":
+    if mode in ("instant", "coalescing"):
         http = InstantHttp()
     elif mode == "aiohttp":
         http = AiohttpHttp()
-    print(json.dumps(uvloop.run(rounds(base, token, count, http))))
+    coalesce = mode == "coalescing"
+    print(json.dumps(uvloop.run(rounds(base, token, count, http, coalesce))))
 
 
 def hot_path(quick: bool) -> list[Row]:
     count = 20_000 if quick else 50_000
     rows = []
     for mode, answer in MODES.items():
-        if mode == "instant":
+        if mode in ("instant", "coalescing"):
             figures = _run(mode, "http://vendor.invalid", "bench-token", count)
         else:
             with Simulator([], command=[str(go_binary("webflow-simulator"))]) as sim:
