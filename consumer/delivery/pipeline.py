@@ -550,13 +550,13 @@ class Pipeline:
     # --- coalescing -------------------------------------------------------------------------
     async def _deliver_run(self, queue: deque[Work], lane: Lane) -> bool:
         """The connection coalesces (its ``coalesce`` key): the head of an asset's queue and
-        the updates queued right behind it that one update can stand for (the vendor module's
-        ``merge``: later fields win) go in one request, as Kafka Streams' record cache
-        folds a table's updates, so a drain or a replay sends one request where it would
-        send several. Each event is still finished, skipped or dead-lettered by itself, and
-        the riders are taken off the queue here (the caller takes the head). False when the
-        vendor refused the merged update: each then goes in a request of its own, so that
-        one bad update never takes its neighbours with it."""
+        the updates queued right behind it that one update can stand for (the vendor
+        module's ``follows`` and ``fold``: later fields win) go in one request, as Kafka
+        Streams' record cache folds a table's updates, so a drain or a replay sends one
+        request where it would send several. Each event is still finished, skipped or
+        dead-lettered by itself, and the riders are taken off the queue here (the caller
+        takes the head). False when the vendor refused the merged update: each then goes in
+        a request of its own, so that one bad update never takes its neighbours with it."""
         await self._wait_while_paused(queue[0], lane)  # what comes meanwhile joins the run
         run = self._run(queue)
         if len(run) == 1:
@@ -589,20 +589,18 @@ class Pipeline:
     def _run(self, queue: deque[Work]) -> list[Work]:
         """The head and the updates right behind it that may share its request: from the
         same partition, none refused together before, at most ``dispatch.batch_max``, each
-        for the same target and none resetting the asset (``fold`` merges the rest)."""
+        one the vendor module says ``follows`` the head's target."""
         head = queue[0]
         client = VENDORS[head.event.vendor]
         target = client.target(head.event.data)
         run = [head]
         limit = self.config.dispatch.batch_max
         for work in itertools.islice(queue, 1, limit):
-            data = work.event.data
             if (
                 work.tp != head.tp
                 or work.dropped
                 or work.alone
-                or client.resets(data)
-                or client.target(data) != target
+                or not client.follows(target, work.event.data)
             ):
                 break
             run.append(work)
@@ -696,7 +694,7 @@ class Pipeline:
             if first is None:
                 first, data = event, event.data
             else:
-                merged = client.fold(data, event.data)  # _run checked targets and resets
+                merged = client.fold(data, event.data)  # _run: each follows the head
                 if merged is None:  # e.g. a map set whole, then entry by entry: the rest waits
                     used = index
                     break

@@ -165,19 +165,16 @@ class VendorClient(ABC):
         return {name: value for name, value in data.items() if name != "changes"}
 
     @classmethod
-    def merge(cls, first: Mapping[str, Any], later: Mapping[str, Any]) -> dict[str, Any] | None:
-        """One update that does what ``first`` then ``later`` do: later fields win, a map of
-        ``maps`` merges entry by entry. None when no one update does: another target, a
-        ``later`` that resets the asset, or a map ``first`` sets whole (null clears it) that
-        ``later`` sets entry by entry."""
-        if cls.resets(later) or cls.target(first) != cls.target(later):
-            return None
-        return cls.fold(first, later)
+    def follows(cls, target: Mapping[str, Any], later: Mapping[str, Any]) -> bool:
+        """Whether ``later`` may share one request with updates of this ``target`` before it
+        (``fold``): the same target, and it does not reset the asset."""
+        return not cls.resets(later) and cls.target(later) == target
 
     @classmethod
     def fold(cls, first: Mapping[str, Any], later: Mapping[str, Any]) -> dict[str, Any] | None:
-        """``merge`` for a ``later`` already known to have ``first``'s target and not to
-        reset the asset (the pipeline checks that once per run, not once per pair)."""
+        """One update that does what ``first`` then a ``later`` that ``follows`` it do: later
+        fields win, a map of ``maps`` merges entry by entry. None when no one update does: a
+        map ``first`` sets whole (null clears it) that ``later`` sets entry by entry."""
         changes = dict(first["changes"])
         for name, value in later["changes"].items():
             if name in cls.maps and isinstance(value, dict) and name in changes:

@@ -55,7 +55,7 @@ class EnosClient(VendorClient):
     @classmethod
     def target(cls, data: Mapping[str, Any]) -> dict[str, Any]:
         """Not ``mode``: a patch may follow a replace in one request, which stays a replace
-        (``merge`` never takes a replace after anything)."""
+        (``follows`` never takes a replace after anything)."""
         return {k: v for k, v in super().target(data).items() if k != "mode"}
 
     def token_source(self) -> TokenSource:
