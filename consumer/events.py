@@ -131,7 +131,7 @@ class Event:
     @property
     def asset_key(self) -> tuple[str, str, str]:
         """Updates with the same key are delivered in offset order."""
-        return (self.vendor, self.connection, str(self.data["asset_id"]))  # asset_id's
+        return (self.vendor, self.connection, self.asset_id)
 
 
 def _reject(kind: ErrorKind, pointer: str, message: str) -> Rejection:
