@@ -87,7 +87,15 @@ class Bench:
 
     def __init__(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="asset-sync-bench-"))
-        self.broker = LocalKafka(self.workdir / "kafka", heap="1g")
+        # Kafka's own default wait for a new group's members (the tests' broker starts
+        # groups at once): processes started together join one generation, as a
+        # Deployment's replicas do, instead of the first taking every partition and handing
+        # half back mid-drain (scenario 11's two-process runs)
+        self.broker = LocalKafka(
+            self.workdir / "kafka",
+            heap="1g",
+            extra_properties={"group.initial.rebalance.delay.ms": "3000"},
+        )
 
     def __enter__(self) -> Bench:
         self.broker.start()
