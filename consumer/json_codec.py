@@ -17,6 +17,7 @@ accepted, refused and sent is what it was:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -61,9 +62,11 @@ def loads(value: bytes) -> Any:
     return json.loads(value.decode("utf-8"), parse_constant=_no_constants)
 
 
-def dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON, non-ASCII characters as themselves."""
+def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
+    """Compact UTF-8 JSON, non-ASCII characters as themselves; ``default`` turns what JSON
+    has no type for into something it has, as in ``json.dumps``."""
     try:
-        return orjson.dumps(value)
+        return orjson.dumps(value, default=default)
     except TypeError:  # an integer beyond 64 bits
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=default)
+        return text.encode("utf-8")
