@@ -16,7 +16,9 @@ consuming processes together (``/proc/<pid>/stat``) per 1,000 events (a coalesci
 asset-sync's events are its own count, from its metrics), and per-asset order inversions (an
 accepted ``update N`` of an asset after a higher N of it: the simulator counts them). The
 instant round also runs asset-sync against ``python -m tests.fakes`` to weigh the two
-simulators' own CPU per 1,000 requests.
+simulators' own CPU per 1,000 requests. asset-sync runs with ``log_level: WARNING``, as in the
+drain scenarios (bench/harness.py); the default ``INFO`` adds a line per delivered event, whose cost
+bench/RESULTS.md measures apart.
 
 What the Benthos pipeline guarantees as configured here (the one run): at-least-once delivery
 (the Kafka offset is committed after the output acknowledged the message), and *no* per-key
