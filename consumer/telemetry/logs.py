@@ -66,15 +66,15 @@ class JsonFormatter(logging.Formatter):
     """A line per record, cheaply: with the default level every delivered event logs one, so
     what a line costs is paid per event (orjson, the second's text formatted once)."""
 
-    _second = -1
-    _second_text = ""
+    _second: tuple[int, str] = (-1, "")  # one attribute: threads share the formatter
 
     def _timestamp(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
-        if second != self._second:
-            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        return f"{self._second_text}.{int(record.msecs):03d}Z"
+        second, text = self._second
+        if second != int(record.created):
+            second = int(record.created)
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)
+        return f"{text}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from consumer.telemetry.logs import LOGGER_NAME, JsonFormatter, setup_logging
+from consumer.telemetry.logs import LOGGER_NAME, JsonFormatter, get_logger, setup_logging
 
 
 def line(
@@ -58,16 +58,16 @@ def test_any_text_makes_one_line_of_json_that_reads_back(msg: str) -> None:
 @pytest.fixture
 def logging_globals() -> Iterator[None]:
     saved = (logging._srcfile, logging.logThreads, logging.logProcesses)
-    saved_mp, root = logging.logMultiprocessing, logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    saved_mp, root, ours = logging.logMultiprocessing, logging.getLogger(), get_logger()
+    handlers, levels = root.handlers[:], (root.level, ours.level)
     try:
         yield
     finally:
         logging._srcfile, logging.logThreads, logging.logProcesses = saved
         logging.logMultiprocessing = saved_mp
         root.handlers[:] = handlers
-        root.setLevel(level)
-        logging.getLogger(LOGGER_NAME).setLevel(logging.NOTSET)
+        root.setLevel(levels[0])
+        ours.setLevel(levels[1])
 
 
 def test_records_skip_the_callers_stack_walk(logging_globals: None) -> None:
