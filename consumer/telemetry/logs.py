@@ -69,9 +69,9 @@ class JsonFormatter(logging.Formatter):
     _second: tuple[int, str] = (-1, "")  # one attribute: threads share the formatter
 
     def _timestamp(self, record: logging.LogRecord) -> str:
-        second, text = self._second
-        if second != int(record.created):
-            second = int(record.created)
+        second = int(record.created)
+        cached, text = self._second
+        if cached != second:
             text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = (second, text)
         return f"{text}.{int(record.msecs):03d}Z"
